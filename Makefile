@@ -1,0 +1,51 @@
+# dprope developer commands. `make install` then `make test` is the whole set-up.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow test-all demo analyze bench lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+install: ## create $(VENV) and install pinned requirements and dprope (editable)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	# torch first: DeepSpeed's source build imports the installed torch (no build isolation)
+	$(PIP) install -q $$(grep -E '^torch==' requirements.txt)
+	$(PIP) install -q --no-build-isolation -r requirements.txt
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+
+# pytest exits 5 when a marker selection holds no test: not a failure here.
+PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+
+test: ## fast test suite (no `slow`, no `gpu`)
+	$(PYTEST) -m "not slow and not gpu" || [ $$? -eq 5 ]
+
+test-slow: ## the slow end-to-end tests
+	$(PYTEST) -m "slow and not gpu" || [ $$? -eq 5 ]
+
+test-all: ## every test this machine can run
+	$(PYTEST) -m "not gpu" || [ $$? -eq 5 ]
+
+demo: ## the main job on the embedded default (tiny model, local text, CPU)
+	$(PY) launch/analyze.py model=tiny rope=dprope rope.factor=4
+
+analyze: ## rotary-angle disturbance table for LLaMA-2-7B at s=4
+	$(PY) launch/analyze.py model=llama2_7b rope=dprope rope.factor=4
+
+bench: ## benchmark scripts (each prints a table)
+	$(PY) scripts/bench_analysis.py
+
+lint: ## ruff lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: ## ruff fix and format
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean: ## remove caches and run outputs (keeps $(VENV))
+	rm -rf outputs multirun .pytest_cache .ruff_cache
