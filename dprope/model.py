@@ -19,7 +19,9 @@ from dprope.rope.strategies import RopeScaling
 @dataclass
 class ModelConfig:
     name: str = "tiny"  # display name, used in tables and run names
-    pretrained: str | None = None  # hub id or local directory of weights; null = random init from the fields below
+    pretrained: str | None = (
+        None  # hub id or local directory of weights; null = random init from the fields below
+    )
     tokenizer: str | None = None  # hub id, local directory, or 'byte' (built in); null = same as pretrained
     head_dim: int = 16  # rotary dimension per head (d)
     rope_theta: float = 10000.0  # RoPE base
@@ -38,13 +40,22 @@ class ModelConfig:
             raise ConfigError("rope_theta", f"must be > 1 (got {self.rope_theta})")
         if self.original_max_position_embeddings <= 0:
             raise ConfigError(
-                "original_max_position_embeddings", f"must be positive (got {self.original_max_position_embeddings})"
+                "original_max_position_embeddings",
+                f"must be positive (got {self.original_max_position_embeddings})",
             )
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "vocab_size",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be positive (got {getattr(self, name)})")
         if self.pretrained is None and self.tokenizer is None:
-            raise ConfigError("tokenizer", "must be set when pretrained is null (use 'byte' for the built-in one)")
+            raise ConfigError(
+                "tokenizer", "must be set when pretrained is null (use 'byte' for the built-in one)"
+            )
 
     @property
     def tokenizer_name(self) -> str:

@@ -52,7 +52,9 @@ def angle_counts(inv_freq: torch.Tensor, length: int, num_intervals: int, dtype:
     return counts.view(freqs.numel(), num_intervals).to(torch.float64)
 
 
-def angle_distribution(inv_freq: torch.Tensor, length: int, num_intervals: int, dtype: torch.dtype) -> torch.Tensor:
+def angle_distribution(
+    inv_freq: torch.Tensor, length: int, num_intervals: int, dtype: torch.dtype
+) -> torch.Tensor:
     """P_i(b), shape (pairs, num_intervals), each row summing to 1."""
     return angle_counts(inv_freq, length, num_intervals, dtype) / length
 
@@ -91,7 +93,9 @@ class DisturbanceAnalyzer:
         self.num_intervals = num_intervals
         self.dtype_name = dtype
         self.dtype = angle_dtype(dtype)
-        self.original_inv_freq = self.frequencies(default_inv_freq(head_dim, rope_theta), torch.ones(head_dim // 2))
+        self.original_inv_freq = self.frequencies(
+            default_inv_freq(head_dim, rope_theta), torch.ones(head_dim // 2)
+        )
         self.original = angle_distribution(self.original_inv_freq, original_length, num_intervals, self.dtype)
 
     def frequencies(self, inv_freq: torch.Tensor, scaling_factors: torch.Tensor) -> torch.Tensor:
@@ -99,7 +103,9 @@ class DisturbanceAnalyzer:
         recomputed from the divisors (the exact mathematics, free of float32 rounding)."""
         if self.dtype == torch.float32:
             return inv_freq.to(torch.float32)
-        return default_inv_freq(self.head_dim, self.rope_theta, torch.float64) / scaling_factors.to(torch.float64)
+        return default_inv_freq(self.head_dim, self.rope_theta, torch.float64) / scaling_factors.to(
+            torch.float64
+        )
 
     def distribution(self, scaling: RopeScaling) -> torch.Tensor:
         """P'_i over the target length of ``scaling``, shape (pairs, B)."""

@@ -33,7 +33,11 @@ class RopeConfig:
 
     def params(self) -> dict[str, Any]:
         """The strategy's own parameters, as keyword arguments of its function."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "factor")}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("name", "factor")
+        }
 
 
 @dataclass
@@ -47,7 +51,9 @@ class YarnConfig(RopeConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.beta_fast > self.beta_slow > 0:
-            raise ConfigError("beta_fast", f"need beta_fast > beta_slow > 0 (got {self.beta_fast}, {self.beta_slow})")
+            raise ConfigError(
+                "beta_fast", f"need beta_fast > beta_slow > 0 (got {self.beta_fast}, {self.beta_slow})"
+            )
         if self.attention_factor is not None and not self.attention_factor > 0:
             raise ConfigError("attention_factor", f"must be positive (got {self.attention_factor})")
 
@@ -80,12 +86,17 @@ class DPRoPEConfig(RopeConfig):
         super().__post_init__()
         if self.num_intervals < 1:
             raise ConfigError("num_intervals", f"must be >= 1 (got {self.num_intervals})")
-        if self.num_interpolated_dims is not None and (self.num_interpolated_dims < 0 or self.num_interpolated_dims % 2):
+        if self.num_interpolated_dims is not None and (
+            self.num_interpolated_dims < 0 or self.num_interpolated_dims % 2
+        ):
             raise ConfigError(
-                "num_interpolated_dims", f"must be a non-negative even number (got {self.num_interpolated_dims})"
+                "num_interpolated_dims",
+                f"must be a non-negative even number (got {self.num_interpolated_dims})",
             )
         if self.angle_dtype not in ANGLE_DTYPES:
-            raise ConfigError("angle_dtype", f"must be one of {sorted(ANGLE_DTYPES)} (got {self.angle_dtype!r})")
+            raise ConfigError(
+                "angle_dtype", f"must be one of {sorted(ANGLE_DTYPES)} (got {self.angle_dtype!r})"
+            )
         selection.check_candidates(self.candidates)
 
 
@@ -105,7 +116,9 @@ STRATEGIES: dict[str, Strategy] = {
     "ntk": Strategy(RopeConfig, strategies.ntk, export.export_ntk, "NTK-aware base: base * s^(d/(d-2))"),
     "yarn": Strategy(YarnConfig, strategies.yarn, export.export_yarn, "YaRN ramp, cos/sin x (0.1 ln s + 1)"),
     "llama3": Strategy(Llama3Config, strategies.llama3, export.export_llama3, "Llama 3.1 wavelength bands"),
-    "dprope": Strategy(DPRoPEConfig, selection.dprope, export.export_longrope, "per-pair minimum disturbance"),
+    "dprope": Strategy(
+        DPRoPEConfig, selection.dprope, export.export_longrope, "per-pair minimum disturbance"
+    ),
 }
 
 

@@ -92,9 +92,13 @@ def dprope(
     scaling_factors = all_factors[choice, pairs]
     # Interpolation and extrapolation divisors are exactly s and 1; keep them exact so the
     # exported longrope factors read as the paper describes.
-    scaling_factors = torch.where(choice == extrapolation_index, torch.ones_like(scaling_factors), scaling_factors)
+    scaling_factors = torch.where(
+        choice == extrapolation_index, torch.ones_like(scaling_factors), scaling_factors
+    )
     if "pi" in names:
-        scaling_factors = torch.where(choice == names.index("pi"), torch.full_like(scaling_factors, factor), scaling_factors)
+        scaling_factors = torch.where(
+            choice == names.index("pi"), torch.full_like(scaling_factors, factor), scaling_factors
+        )
     inv_freq = inv_freq_from_factors(head_dim, rope_theta, scaling_factors)
     return _scaling(
         "dprope",
@@ -135,6 +139,11 @@ def check_candidates(candidates: tuple[str, ...] | list[str]) -> None:
     """Known names, extrapolation among them, at least one alternative, no repeats."""
     unknown = [c for c in candidates if c not in CANDIDATES]
     if unknown:
-        raise ConfigError("candidates", f"unknown candidate {unknown[0]!r} (available: {', '.join(CANDIDATES)})")
+        raise ConfigError(
+            "candidates", f"unknown candidate {unknown[0]!r} (available: {', '.join(CANDIDATES)})"
+        )
     if EXTRAPOLATION not in candidates or len(set(candidates)) < 2 or len(set(candidates)) != len(candidates):
-        raise ConfigError("candidates", f"need '{EXTRAPOLATION}' and at least one other, without repeats (got {list(candidates)})")
+        raise ConfigError(
+            "candidates",
+            f"need '{EXTRAPOLATION}' and at least one other, without repeats (got {list(candidates)})",
+        )

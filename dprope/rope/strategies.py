@@ -151,7 +151,9 @@ def yarn_attention_factor(factor: float) -> float:
     return 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
 
 
-def _yarn_correction_dim(num_rotations: float, head_dim: int, rope_theta: float, original_length: int) -> float:
+def _yarn_correction_dim(
+    num_rotations: float, head_dim: int, rope_theta: float, original_length: int
+) -> float:
     """The (fractional) dimension index whose pair makes `num_rotations` turns over L positions."""
     return (head_dim * math.log(original_length / (num_rotations * 2 * math.pi))) / (2 * math.log(rope_theta))
 
@@ -190,11 +192,20 @@ def yarn(
     inv_freq_interpolation = 1.0 / (factor * pos_freqs)
     ramp = torch.clamp((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
     extrapolation_weight = 1 - ramp
-    inv_freq = inv_freq_interpolation * (1 - extrapolation_weight) + inv_freq_extrapolation * extrapolation_weight
+    inv_freq = (
+        inv_freq_interpolation * (1 - extrapolation_weight) + inv_freq_extrapolation * extrapolation_weight
+    )
     if attention_factor is None:
         attention_factor = yarn_attention_factor(factor)
     return _scaling(
-        "yarn", head_dim, rope_theta, original_length, factor, inv_freq, attention_factor, correction_range=(low, high)
+        "yarn",
+        head_dim,
+        rope_theta,
+        original_length,
+        factor,
+        inv_freq,
+        attention_factor,
+        correction_range=(low, high),
     )
 
 
