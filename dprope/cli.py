@@ -70,6 +70,8 @@ def hydra_main(config_name: str) -> Callable[[Callable[..., object]], Callable[[
 
         @functools.wraps(task)
         def entry():
+            # the `deepspeed` launcher appends --local_rank=N; the rank is also in LOCAL_RANK
+            sys.argv = [a for a in sys.argv if not a.startswith("--local_rank")]
             check_group_overrides(sys.argv[1:])
             return hydra_entry()
 

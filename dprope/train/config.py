@@ -1,0 +1,115 @@
+"""Typed configs of the trainer (`configs/trainer/*.yaml`) and the logger (`configs/logger/*.yaml`).
+
+Defaults are the paper's (appendix B.1): AdamW (0.9, 0.999), lr 2e-5, no warmup, no weight
+decay, DeepSpeed ZeRO-3, global batch 64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dprope.config import ConfigError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+LOGGERS = ("none", "wandb")
+# Exit code of a run stopped by SIGTERM/SIGUSR1 after saving a checkpoint (EX_TEMPFAIL): a batch
+# script requeues the job on it, and `trainer.resume=auto` continues from that checkpoint.
+EXIT_PREEMPTED = 75
+# Exit code of a run stopped by a non-finite loss or gradient norm (no checkpoint is written).
+EXIT_NON_FINITE = 3
+
+
+@dataclass
+class TrainerConfig:
+    output_dir: str = "outputs/train/run"  # run directory: checkpoints/, metrics.jsonl, config.yaml, hf/
+    steps: int = 1000  # optimizer steps (paper: 1000 at 8k, 500 at 16k)
+    global_batch_size: int = 64  # sequences per optimizer step = micro x accumulation x world size
+    micro_batch_size: int = 1  # sequences per forward pass on one process
+    lr: float = 2e-5  # AdamW learning rate, constant after warmup
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW (beta1, beta2)
+    eps: float = 1e-8  # AdamW epsilon
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps (paper: none)
+    grad_clip: float = (
+        1.0  # max global gradient norm; 0 disables (the paper states none; 1.0 as YaRN/LongLoRA)
+    )
+    zero_stage: int = 3  # DeepSpeed ZeRO stage (0-3)
+    offload_optimizer: bool = False  # ZeRO-Offload: optimizer states and step on the CPU
+    offload_params: bool = False  # ZeRO-3 parameter offload to the CPU
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    attn_implementation: str = (
+        "auto"  # auto (flash_attention_2 if flash-attn imports, else sdpa) | sdpa | eager | flash_attention_2
+    )
+    gradient_checkpointing: bool = True  # recompute activations in backward (needed at 8k/16k)
+    save_every: int = 100  # checkpoint every N steps (0 = only at the end and on a signal)
+    keep_last: int = 2  # complete checkpoints kept; older ones are deleted after a new one is complete
+    resume: str = (
+        "auto"  # auto (latest checkpoint in output_dir, if any) | never | path of a checkpoint directory
+    )
+    seed: int = 42  # model init, data order and RNG streams
+    log_every: int = 1  # console/wandb logging period in steps (metrics.jsonl gets every step)
+    export: bool = True  # write <output_dir>/hf (safetensors + config + tokenizer) at the end
+    peak_tflops: float | None = (
+        None  # per-device peak for MFU; null = known GPUs (A100, H100, H200), else MFU not reported
+    )
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "global_batch_size", "micro_batch_size", "log_every", "keep_last")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be positive (got {getattr(self, name)})")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(
+                "global_batch_size",
+                f"{self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}",
+            )
+        if not self.lr > 0:
+            raise ConfigError("lr", f"must be positive (got {self.lr})")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError("betas", f"must be two numbers in [0, 1) (got {self.betas})")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "save_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0 (got {getattr(self, name)})")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError("zero_stage", f"must be 0, 1, 2 or 3 (got {self.zero_stage})")
+        if self.offload_params and self.zero_stage != 3:
+            raise ConfigError("offload_params", "needs zero_stage 3")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                "attn_implementation",
+                f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)} (got {self.attn_implementation!r})",
+            )
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise ConfigError("peak_tflops", f"must be positive (got {self.peak_tflops})")
+        if not self.output_dir:
+            raise ConfigError("output_dir", "must be set")
+
+    def accumulation_steps(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each process; the global batch must divide evenly."""
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise ConfigError(
+                "global_batch_size",
+                f"{self.global_batch_size} is not divisible by micro_batch_size x world size "
+                f"= {self.micro_batch_size} x {world_size}",
+            )
+        return self.global_batch_size // per_step
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "none"  # none | wandb (metrics.jsonl and the console are always written)
+    project: str = "dprope"  # wandb project
+    entity: str | None = None  # wandb entity (team or user); null = the default
+    run_name: str | None = None  # null = the last component of trainer.output_dir
+    tags: list[str] = field(default_factory=list)  # wandb tags
+    mode: str | None = None  # online | offline | disabled; null = WANDB_MODE, else offline without an API key
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOGGERS:
+            raise ConfigError("kind", f"must be one of {', '.join(LOGGERS)} (got {self.kind!r})")
+        if self.mode not in (None, "online", "offline", "disabled"):
+            raise ConfigError("mode", f"must be online, offline or disabled (got {self.mode!r})")

@@ -1,0 +1,41 @@
+"""Fine-tune a RoPE model for a longer context.
+
+    python launch/train.py                                   # embedded default: tiny model, local text, CPU
+    deepspeed launch/train.py +experiment=llama13b_16k_ours  # the paper's setting (8 GPUs)
+    torchrun --nproc_per_node=8 launch/train.py +experiment=llama7b_8k_pi
+
+Exit codes: 0 done, 2 bad configuration, 3 non-finite loss, 75 stopped by SIGTERM/SIGUSR1 after
+saving a checkpoint (requeue the job; `trainer.resume=auto` continues).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import OmegaConf
+
+from dprope.cli import hydra_main
+from dprope.config import from_mapping
+from dprope.data import data_config
+from dprope.model import ModelConfig
+from dprope.rope.registry import rope_config
+from dprope.train.config import LoggerConfig, TrainerConfig
+from dprope.train.loop import RunConfig, train
+
+
+@hydra_main("train")
+def main(cfg) -> None:
+    logging.getLogger("dprope").setLevel(logging.INFO)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    run = RunConfig(
+        model=from_mapping(ModelConfig, plain["model"], prefix="model"),
+        rope=rope_config(plain["rope"]),
+        data=data_config(plain["data"]),
+        trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
+        logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
+    )
+    raise SystemExit(train(run, plain))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""DeepSpeed wrapping: generated config, batch arithmetic, and rotary precision under bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dprope.config import ConfigError
+from dprope.rope.registry import default_config
+from dprope.train.config import TrainerConfig
+from dprope.train.engine import (
+    build_engine,
+    deepspeed_config,
+    init_distributed,
+    resolve_precision,
+    rotary_modules,
+)
+
+
+def test_deepspeed_config_carries_the_paper_optimisation():
+    trainer = TrainerConfig(global_batch_size=64, micro_batch_size=1)
+    ds = deepspeed_config(trainer, world_size=8, precision="bf16")
+    assert ds["train_batch_size"] == 64
+    assert ds["gradient_accumulation_steps"] == 8
+    assert ds["optimizer"]["type"] == "AdamW"
+    assert ds["optimizer"]["params"]["betas"] == [0.9, 0.999]
+    assert ds["optimizer"]["params"]["lr"] == 2e-5
+    assert ds["optimizer"]["params"]["weight_decay"] == 0.0
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["bf16"]["enabled"] is True
+    assert "scheduler" not in ds  # no warmup
+
+
+def test_offload_and_warmup_are_generated():
+    trainer = TrainerConfig(offload_optimizer=True, offload_params=True, warmup_steps=10)
+    ds = deepspeed_config(trainer, world_size=1, precision="fp32")
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert ds["scheduler"]["params"]["warmup_num_steps"] == 10
+
+
+@pytest.mark.parametrize("world_size", [3, 5])
+def test_global_batch_must_divide_by_micro_times_world(world_size):
+    trainer = TrainerConfig(global_batch_size=64, micro_batch_size=2)
+    with pytest.raises(ConfigError, match="global_batch_size"):
+        trainer.accumulation_steps(world_size)
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"global_batch_size": 10, "micro_batch_size": 4}, "global_batch_size"),
+        ({"steps": 0}, "steps"),
+        ({"precision": "fp8"}, "precision"),
+        ({"zero_stage": 4}, "zero_stage"),
+        ({"betas": [0.9]}, "betas"),
+        ({"offload_params": True, "zero_stage": 2}, "offload_params"),
+    ],
+)
+def test_bad_trainer_values_name_the_field(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        TrainerConfig(**kwargs)
+    assert err.value.field == field
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_bf16_without_gpu_is_refused():
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        resolve_precision(TrainerConfig(precision="bf16"))
+    assert resolve_precision(TrainerConfig(precision="auto")) == "fp32"
+
+
+def test_rotary_frequencies_stay_float32_after_bf16_deepspeed_init(tiny_model_cfg, tmp_path):
+    """DeepSpeed's bf16 cast must not reach the rotary frequencies (method-notes section 8)."""
+    rope = default_config("dprope", 4.0)
+    trainer = TrainerConfig(
+        output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2, gradient_checkpointing=False
+    )
+    runtime = init_distributed()
+    engine, scaling, _ = build_engine(tiny_model_cfg, rope, trainer, runtime, "bf16", "sdpa")
+    assert next(engine.module.parameters()).dtype == torch.bfloat16
+    modules = rotary_modules(engine.module)
+    assert modules
+    for rotary in modules:
+        assert rotary.inv_freq.dtype == torch.float32
+        assert torch.equal(rotary.inv_freq, scaling.inv_freq)
+    # the angles the model applies beyond L are the strategy's, computed in float32
+    length = 3 * tiny_model_cfg.original_max_position_embeddings
+    cos, _ = modules[0](torch.zeros(1, length, 64, dtype=torch.float32), torch.arange(length)[None])
+    angles = torch.arange(length, dtype=torch.float32)[:, None] * scaling.inv_freq[None]
+    assert torch.equal(cos[0], torch.cat([angles, angles], -1).cos())
+
+
+def test_restore_undoes_a_bf16_cast_of_the_buffers(tiny_model_cfg):
+    from transformers import LlamaForCausalLM
+
+    from dprope.train.engine import restore_rotary_frequencies
+
+    rope = default_config("yarn", 4.0)
+    model = LlamaForCausalLM(tiny_model_cfg.hf_config(rope)).bfloat16()
+    (rotary,) = rotary_modules(model)
+    assert rotary.inv_freq.dtype == torch.bfloat16
+    scaling = tiny_model_cfg.scaling(rope)
+    assert restore_rotary_frequencies(model, scaling) == 1
+    assert rotary.inv_freq.dtype == torch.float32 and torch.equal(rotary.inv_freq, scaling.inv_freq)
