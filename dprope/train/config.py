@@ -92,7 +92,7 @@ class TrainerConfig:
         per_step = self.micro_batch_size * world_size
         if self.global_batch_size % per_step:
             raise ConfigError(
-                "global_batch_size",
+                "trainer.global_batch_size",
                 f"{self.global_batch_size} is not divisible by micro_batch_size x world size "
                 f"= {self.micro_batch_size} x {world_size}",
             )

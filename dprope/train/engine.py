@@ -236,19 +236,17 @@ def restore_rotary_frequencies(module: torch.nn.Module, scaling: RopeScaling) ->
 
 def build_engine(
     model_cfg: ModelConfig,
-    rope: RopeConfig,
+    hf_config: Any,
+    scaling: RopeScaling,
     trainer: TrainerConfig,
     runtime: Runtime,
     precision: str,
     attention: str,
 ):
-    """Load the model with the strategy applied and wrap it in a DeepSpeed engine.
-
-    Returns ``(engine, scaling, ds_config)``.
-    """
+    """Load the model from ``hf_config`` (the strategy already applied, see `model_hf_config`) and
+    wrap it in a DeepSpeed engine. Returns ``(engine, ds_config)``."""
     import deepspeed
 
-    hf_config, scaling = model_hf_config(model_cfg, rope)
     ds_config = deepspeed_config(trainer, runtime.world_size, precision)
     keep_alive = None
     if trainer.zero_stage == 3 and model_cfg.pretrained is not None:
@@ -264,4 +262,4 @@ def build_engine(
     restored = restore_rotary_frequencies(engine.module, scaling)
     log.info("rotary frequencies restored in float32 in %d module(s)", restored)
     del keep_alive
-    return engine, scaling, ds_config
+    return engine, ds_config

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from dprope.train.engine import (
     expected_world_size,
     init_distributed,
     main_process_first,
+    model_hf_config,
     resolve_attention,
     resolve_precision,
 )
@@ -105,25 +107,27 @@ def train(run: RunConfig, resolved_config: dict[str, Any]) -> int:
     attention = resolve_attention(trainer)
     check_pretrained(run.model)
     trainer.accumulation_steps(expected_world_size())
-    scaling_preview = run.model.scaling(run.rope)
+    hf_config, scaling = model_hf_config(run.model, run.rope)
     resume_from = checkpoint.resolve_resume(trainer.resume, output_dir)
 
     runtime = init_distributed()
     accumulation = trainer.accumulation_steps(runtime.world_size)
-    tokenizer = load_tokenizer(run.model.tokenizer_name)
+    tokenizer = load_tokenizer(
+        run.model.tokenizer_name, field="model.tokenizer" if run.model.tokenizer else "model.pretrained"
+    )
     with main_process_first(runtime):  # rank 0 builds the data cache, the others then read it
         dataset = build_train_dataset(
             run.data,
             tokenizer,
             run.model.tokenizer_name,
             trainer.steps * trainer.global_batch_size,
-            scaling_preview.target_length,
+            scaling.target_length,
         )
     if runtime.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
     log.info("attention: %s, precision: %s, world size %d", attention, precision, runtime.world_size)
-    engine, scaling, ds_config = build_engine(run.model, run.rope, trainer, runtime, precision, attention)
+    engine, ds_config = build_engine(run.model, hf_config, scaling, trainer, runtime, precision, attention)
 
     state = checkpoint.TrainerState(world_size=runtime.world_size)
     if resume_from is not None:
@@ -193,6 +197,7 @@ def train(run: RunConfig, resolved_config: dict[str, Any]) -> int:
                         f"error: non-finite {'loss' if not _finite(loss) else 'gradient norm'} at step "
                         f"{state.step + 1} (loss {loss}, grad norm {grad_norm}); stopping without saving, "
                         f"the last checkpoint is intact",
+                        file=sys.stderr,
                         flush=True,
                     )
                 exit_code = EXIT_NON_FINITE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,7 @@ def _run_id(run_dir: Path) -> str:
     path = run_dir / "wandb_id.txt"
     if path.is_file():
         return path.read_text().strip()
-    import wandb
-
-    run_id = wandb.util.generate_id()
+    run_id = secrets.token_hex(4)
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id)
     return run_id

@@ -22,7 +22,7 @@ def make(root, step, complete=True):
     path.mkdir(parents=True)
     (path / "mp_rank_00_model_states.pt").write_text("x")
     if complete:
-        (path / STATE_FILE).write_text('{"step": %d, "consumed_samples": 0, "world_size": 1}' % step)
+        (path / STATE_FILE).write_text(f'{{"step": {step}, "consumed_samples": 0, "world_size": 1}}')
         (path / COMPLETE).write_text("")
     return path
 

@@ -12,6 +12,7 @@ from dprope.train.engine import (
     build_engine,
     deepspeed_config,
     init_distributed,
+    model_hf_config,
     resolve_precision,
     rotary_modules,
 )
@@ -77,7 +78,8 @@ def test_rotary_frequencies_stay_float32_after_bf16_deepspeed_init(tiny_model_cf
         output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2, gradient_checkpointing=False
     )
     runtime = init_distributed()
-    engine, scaling, _ = build_engine(tiny_model_cfg, rope, trainer, runtime, "bf16", "sdpa")
+    hf_config, scaling = model_hf_config(tiny_model_cfg, rope)
+    engine, _ = build_engine(tiny_model_cfg, hf_config, scaling, trainer, runtime, "bf16", "sdpa")
     assert next(engine.module.parameters()).dtype == torch.bfloat16
     modules = rotary_modules(engine.module)
     assert modules

@@ -1,0 +1,69 @@
+"""Helpers for end-to-end training tests: the tiny model on the embedded corpus, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "launch" / "train.py"
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """One processed-data cache for the whole session."""
+    return tmp_path_factory.mktemp("data-cache")
+
+
+def small_run(output_dir: Path, data_cache: Path, *extra: str) -> list[str]:
+    """Overrides for a small but real run: tiny model, DPRoPE s=4, 256-token sequences."""
+    return [
+        f"trainer.output_dir={output_dir}",
+        f"data.cache_dir={data_cache}",
+        "data.max_length=256",
+        "trainer.global_batch_size=4",
+        "trainer.micro_batch_size=2",
+        "trainer.log_every=1",
+        *extra,
+    ]
+
+
+DIST_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def train_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without its own process-group variables."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARIABLES}
+    env.update(
+        DS_ACCELERATOR="cpu", WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"
+    )
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(extra)
+    return env
+
+
+def launch(
+    overrides: list[str], *, launcher: list[str] | None = None, env: dict | None = None
+) -> subprocess.Popen:
+    command = [*(launcher or [sys.executable]), str(TRAIN), *overrides]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env or train_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def run_train(overrides: list[str], *, launcher: list[str] | None = None, timeout: int = 600):
+    process = launch(overrides, launcher=launcher)
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    path = output_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

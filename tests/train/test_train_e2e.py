@@ -1,0 +1,222 @@
+"""The training job end to end on CPU: export, exact resume after SIGKILL, SIGTERM, non-finite
+loss, ZeRO-3 on two processes, and one-line errors before the model loads."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train.conftest import ROOT, launch, read_metrics, run_train, small_run, train_env
+
+STEPS = 12
+SAVE_EVERY = 3
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data_cache) -> Path:
+    """An uninterrupted run every interrupted one is compared with."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run_train(
+        small_run(
+            out,
+            data_cache,
+            f"trainer.steps={STEPS}",
+            f"trainer.save_every={SAVE_EVERY}",
+            "data.max_length=512",
+        )
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def losses(output_dir: Path) -> list[float]:
+    return [record["loss"] for record in read_metrics(output_dir)]
+
+
+def wait_for_steps(process, output_dir: Path, steps: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while len(read_metrics(output_dir)) < steps:
+        assert process.poll() is None, f"run ended early: {process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "run too slow"
+        time.sleep(0.05)
+
+
+def test_run_writes_metrics_config_and_a_vanilla_loadable_export(reference_run):
+    records = read_metrics(reference_run)
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert {"loss", "lr", "grad_norm", "tokens_per_s", "peak_memory_gib"} <= set(records[0])
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert (reference_run / "config.yaml").is_file()
+    rope = json.loads((reference_run / "rope.json").read_text())
+    assert rope["strategy"] == "dprope" and len(rope["scaling_factors"]) == 8
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    export = reference_run / "hf"
+    model = AutoModelForCausalLM.from_pretrained(export)  # no custom code, no remote code
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    assert model.config.rope_parameters["rope_type"] == "longrope"
+    assert model.config.max_position_embeddings == 1024
+    assert list((export).glob("*.safetensors"))
+
+    # the trained model, rebuilt from the final DeepSpeed checkpoint, gives the same logits on an
+    # input longer than the original context (L = 256)
+    from dprope.model import ModelConfig
+    from dprope.rope.registry import rope_config
+    from dprope.train import checkpoint
+    from dprope.train.config import TrainerConfig
+    from dprope.train.engine import build_engine, init_distributed, model_hf_config
+
+    model_cfg = ModelConfig(name="tiny", tokenizer="byte")
+    rope = rope_config({"name": "dprope", "factor": 4.0})
+    trainer = TrainerConfig(
+        output_dir=str(reference_run), global_batch_size=4, micro_batch_size=2, gradient_checkpointing=False
+    )
+    runtime = init_distributed()
+    hf_config, scaling = model_hf_config(model_cfg, rope)
+    engine, _ = build_engine(model_cfg, hf_config, scaling, trainer, runtime, "fp32", "sdpa")
+    state = checkpoint.load(
+        engine, checkpoint.latest_checkpoint(checkpoint.checkpoint_root(reference_run)), 0
+    )
+    assert state.step == STEPS
+    text = (ROOT / "dprope" / "rope" / "analysis.py").read_text()[:600]
+    input_ids = tokenizer(text, return_tensors="pt").input_ids
+    assert input_ids.shape[1] > 512
+    engine.eval()
+    model.eval()
+    with torch.no_grad():
+        trained = engine(input_ids=input_ids).logits
+        exported = model(input_ids=input_ids).logits
+    torch.testing.assert_close(exported, trained, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reproduces_every_loss(reference_run, tmp_path, data_cache):
+    overrides = small_run(
+        tmp_path,
+        data_cache,
+        f"trainer.steps={STEPS}",
+        f"trainer.save_every={SAVE_EVERY}",
+        "data.max_length=512",
+    )
+    process = launch(overrides)
+    wait_for_steps(process, tmp_path, SAVE_EVERY + 2)  # past a checkpoint, before the next
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(read_metrics(tmp_path))
+    assert done < STEPS
+    resumed = run_train(overrides)  # trainer.resume=auto
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert losses(tmp_path) == losses(reference_run)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_exits_for_requeue_and_resumes(reference_run, tmp_path, data_cache):
+    from dprope.train.checkpoint import checkpoint_root, latest_checkpoint
+    from dprope.train.config import EXIT_PREEMPTED
+
+    overrides = small_run(
+        tmp_path, data_cache, f"trainer.steps={STEPS}", "trainer.save_every=0", "data.max_length=512"
+    )
+    process = launch(overrides)
+    wait_for_steps(process, tmp_path, 4)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == EXIT_PREEMPTED, stderr[-3000:]
+    stopped_at = len(read_metrics(tmp_path))
+    assert latest_checkpoint(checkpoint_root(tmp_path)).name == f"step_{stopped_at:08d}"
+    resumed = run_train(overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert losses(tmp_path) == losses(reference_run)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, data_cache):
+    from dprope.train.checkpoint import checkpoint_root, latest_checkpoint
+    from dprope.train.config import EXIT_NON_FINITE
+
+    result = run_train(
+        small_run(
+            tmp_path,
+            data_cache,
+            "trainer.steps=6",
+            "trainer.save_every=1",
+            "trainer.lr=1e20",
+            "trainer.grad_clip=0",
+        )
+    )
+    assert result.returncode == EXIT_NON_FINITE
+    assert "error: non-finite loss at step 2" in result.stderr
+    assert latest_checkpoint(checkpoint_root(tmp_path)).name == "step_00000001"
+    assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.slow
+def test_zero3_on_two_cpu_processes_matches_one(reference_run, tmp_path, data_cache):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = run_train(
+        small_run(
+            tmp_path, data_cache, f"trainer.steps={STEPS}", "trainer.save_every=6", "data.max_length=512"
+        ),
+        launcher=torchrun,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world 2 x micro 2 x accumulation 1" in result.stdout
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+    # two ranks of 2 sequences see the same global batches as one rank accumulating twice; only
+    # the order of floating-point reductions differs
+    two = losses(tmp_path)
+    assert two[0] == pytest.approx(losses(reference_run)[0], rel=1e-6)
+    assert two == pytest.approx(losses(reference_run), rel=1e-3)
+    shards = list((tmp_path / "checkpoints" / f"step_{STEPS:08d}").glob("zero_pp_rank_*_model_states.pt"))
+    assert len(shards) == 2
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("+experiment=llama7b_32k_ours", "experiment"),
+        ("rope=clex", "rope"),
+        ("trainer.global_batch_size=5", "trainer.global_batch_size"),
+        ("data.max_length=2048", "data.max_length"),
+        ("model.pretrained=/no/such/model", "model.pretrained"),
+        ("trainer.precision=bf16", "trainer.precision"),
+    ],
+)
+def test_bad_input_fails_in_one_line_before_the_model_loads(override, field, tmp_path, data_cache):
+    if field == "trainer.precision" and torch.cuda.is_available():
+        pytest.skip("bf16 is valid with a GPU")
+    result = run_train([*small_run(tmp_path, data_cache), override], timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), result.stderr[-2000:]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_global_batch_not_divisible_by_world_size_is_refused(tmp_path, data_cache):
+    process = launch([*small_run(tmp_path, data_cache)], env=train_env(WORLD_SIZE="3"))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert stderr.strip().startswith("error: trainer.global_batch_size:"), stderr
+
+
+def test_wandb_logger_runs_offline_without_an_api_key(tmp_path, data_cache):
+    result = run_train(
+        small_run(
+            tmp_path,
+            data_cache,
+            "trainer.steps=2",
+            "trainer.export=false",
+            "logger=wandb",
+            "logger.mode=offline",
+        )
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert (tmp_path / "wandb_id.txt").read_text().strip() in runs[0].name
