@@ -1,0 +1,94 @@
+"""Several evaluated models side by side (e.g. PI, YaRN and DPRoPE at 16k): one table and one
+plot per benchmark, from the ``results.json`` of each run; a benchmark missing from a run is a
+missing row, a column missing from a row is n/a."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dprope.config import ConfigError
+from dprope.eval.common import TITLES, markdown_table
+from dprope.eval.plots import plot_summaries
+
+
+def load_run(path: str, field: str = "runs") -> dict[str, Any]:
+    """A run's results: ``path`` is its directory or its results.json."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / "results.json"
+    if not file.is_file():
+        raise ConfigError(field, f"no results.json at {path}")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(field, f"{file} is not valid JSON ({err.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), dict):
+        raise ConfigError(field, f"{file} has no 'benchmarks' (not an evaluation result)")
+    return data
+
+
+def labels_for(
+    runs: Sequence[dict[str, Any]], paths: Sequence[str], names: Sequence[str] | None
+) -> list[str]:
+    """``names`` if given, else each model's name, made unique with the run directory's name."""
+    if names:
+        if len(names) != len(runs):
+            raise ConfigError("names", f"gives {len(names)} names for {len(runs)} runs")
+        return list(names)
+    labels = [str(r.get("model", {}).get("name", Path(p).name)) for r, p in zip(runs, paths, strict=True)]
+    return [
+        f"{label} ({Path(p).expanduser().resolve().name})" if labels.count(label) > 1 else label
+        for label, p in zip(labels, paths, strict=True)
+    ]
+
+
+def comparison_tables(
+    runs: Sequence[dict[str, Any]], labels: Sequence[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """benchmark -> model label -> summary row, benchmarks in first-seen order."""
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    for run, label in zip(runs, labels, strict=True):
+        for benchmark, result in run["benchmarks"].items():
+            tables.setdefault(benchmark, {})[label] = result.get("summary", {})
+    return tables
+
+
+def comparison_markdown(tables: dict[str, dict[str, dict[str, float]]]) -> str:
+    sections = []
+    for benchmark, rows in tables.items():
+        columns = list(dict.fromkeys(c for row in rows.values() for c in row if c != "avg"))
+        if any("avg" in row for row in rows.values()):
+            columns.append("avg")
+        body = [[label, *(_value(row.get(c)) for c in columns)] for label, row in rows.items()]
+        digits = 3 if benchmark == "perplexity" else 2
+        sections.append(
+            f"## {TITLES.get(benchmark, benchmark)}\n\n" + markdown_table(["model", *columns], body, digits)
+        )
+    return "\n\n".join(sections) + "\n"
+
+
+def _value(value: Any) -> Any:
+    return float("nan") if value is None else value
+
+
+def write_comparison(
+    paths: Sequence[str], output_dir: Path, names: Sequence[str] | None = None
+) -> tuple[str, list[Path]]:
+    """Write comparison.md, comparison.json and <benchmark>.png; returns the markdown and the paths."""
+    runs = [load_run(p) for p in paths]
+    labels = labels_for(runs, paths, names)
+    tables = comparison_tables(runs, labels)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    markdown = "# Comparison\n\n" + comparison_markdown(tables)
+    written = [output_dir / "comparison.md", output_dir / "comparison.json"]
+    written[0].write_text(markdown)
+    written[1].write_text(
+        json.dumps({"runs": dict(zip(labels, paths, strict=True)), "tables": tables}, indent=2) + "\n"
+    )
+    for benchmark, rows in tables.items():
+        clean = {label: {k: v for k, v in row.items() if v is not None} for label, row in rows.items()}
+        written.append(plot_summaries(clean, benchmark, output_dir / f"{benchmark}.png"))
+    return markdown, written

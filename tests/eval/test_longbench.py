@@ -1,0 +1,176 @@
+"""LongBench-E: metrics against hand-computed values, truncation, buckets, data validation, and
+all 13 datasets end to end on the tiny model over local jsonl fixtures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dprope.config import ConfigError
+from dprope.eval.common import EvalContext
+from dprope.eval.longbench import (
+    LongBenchConfig,
+    bucket_scores,
+    middle_truncate,
+    prepare_longbench,
+    read_local,
+    summarize,
+)
+from dprope.eval.longbench_metrics import (
+    classification,
+    code_sim,
+    count,
+    normalize_answer,
+    qa_f1,
+    retrieval,
+    rouge_l,
+    score_sample,
+)
+from dprope.eval.longbench_tasks import TASKS, length_bucket
+
+
+def test_thirteen_english_tasks_with_official_lengths_and_metrics():
+    assert len(TASKS) == 13
+    assert {n: (t.max_new_tokens, t.metric) for n, t in TASKS.items()} == {
+        "qasper_e": (128, "qa_f1"),
+        "multifieldqa_en_e": (64, "qa_f1"),
+        "hotpotqa_e": (32, "qa_f1"),
+        "2wikimqa_e": (32, "qa_f1"),
+        "gov_report_e": (512, "rouge_l"),
+        "multi_news_e": (512, "rouge_l"),
+        "trec_e": (64, "classification"),
+        "triviaqa_e": (32, "qa_f1"),
+        "samsum_e": (128, "rouge_l"),
+        "passage_count_e": (32, "count"),
+        "passage_retrieval_en_e": (32, "retrieval"),
+        "lcc_e": (64, "code_sim"),
+        "repobench-p_e": (64, "code_sim"),
+    }
+    assert all("{context}" in t.prompt for t in TASKS.values())
+
+
+def test_qa_f1_by_hand():
+    assert normalize_answer("The  Cat, sat!") == "cat sat"
+    # pred {cat, sat}, reference {cat, sat, down}: P = 1, R = 2/3, F1 = 0.8
+    assert qa_f1("The cat sat", "a cat sat down") == pytest.approx(0.8)
+    # pred {paris, france, paris}, reference {paris}: common 1, P = 1/3, R = 1, F1 = 0.5
+    assert qa_f1("Paris, France, Paris", "Paris") == pytest.approx(0.5)
+    assert qa_f1("London", "Paris") == 0.0
+
+
+def test_rouge_l_by_hand():
+    # LCS of "the cat sat on the mat" / "the cat is on the mat" = "the cat on the mat" (5 of 6 each)
+    assert rouge_l("the cat sat on the mat", "the cat is on the mat") == pytest.approx(5 / 6)
+    assert rouge_l("The Cat", "the cat") == pytest.approx(1.0)  # rouge-score lower-cases
+    assert rouge_l("dog", "the cat") == 0.0
+
+
+def test_classification_by_hand():
+    classes = ["Location", "Human", "Entity", "Human being"]
+    assert classification("Location", "Location", classes) == 1.0
+    assert classification("Location or Human", "Location", classes) == 0.5
+    assert classification("Entity", "Location", classes) == 0.0
+    # "Human" is part of the reference "Human being": not counted against it
+    assert classification("Human being", "Human being", classes) == 1.0
+
+
+def test_retrieval_and_count_by_hand():
+    assert retrieval("Paragraph 3", "Paragraph 3") == 1.0
+    assert retrieval("Paragraph 3 or Paragraph 12", "Paragraph 3") == 0.5
+    assert retrieval("I do not know", "Paragraph 3") == 0.0
+    assert count("There are 4 unique paragraphs", "4") == 1.0
+    assert count("3, 4, 4 or 5", "4") == 0.5
+    assert count("none", "4") == 0.0
+
+
+def test_code_sim_by_hand():
+    # the first line without a comment or a code fence is compared
+    assert code_sim("```python\n# add them\nx = add(1, 2)\n", "x = add(1, 2)") == 1.0
+    # Indel similarity: "abcd" vs "abce" = 1 - 2/8
+    assert code_sim("abcd", "abce") == pytest.approx(0.75)
+
+
+def test_a_sample_scores_its_best_reference():
+    # "the town of Brill" normalises to 3 tokens: P = 1, R = 1/3, F1 = 0.5; "Alder" scores 0
+    assert score_sample("qa_f1", "Brill", ["Alder", "the town of Brill"], None) == pytest.approx(0.5)
+    assert score_sample("qa_f1", "Brill", [], None) == 0.0
+
+
+def test_middle_truncation_keeps_both_ends_exactly():
+    ids = list(range(100))
+    assert middle_truncate(ids, 10) == [0, 1, 2, 3, 4, 95, 96, 97, 98, 99]
+    assert middle_truncate(ids, 7) == [0, 1, 2, 96, 97, 98, 99]
+    assert middle_truncate(ids, 100) == ids
+
+
+def test_buckets_by_the_length_field():
+    assert [length_bucket(n) for n in (0, 3999, 4000, 7999, 8000, 50000)] == [
+        "0-4k",
+        "0-4k",
+        "4-8k",
+        "4-8k",
+        "8k+",
+        "8k+",
+    ]
+    row = bucket_scores([(100, 1.0), (200, 0.0), (5000, 0.5), (9000, 1.0)])
+    assert row == {"0-4k": 50.0, "4-8k": 50.0, "8k+": 100.0, "avg": pytest.approx(200 / 3)}
+    empty = bucket_scores([(100, 1.0)])
+    assert empty["4-8k"] != empty["4-8k"] and empty["avg"] == 100.0  # NaN bucket left out of avg
+    table = summarize({"a": row, "b": {"0-4k": 0.0, "4-8k": float("nan"), "8k+": 50.0, "avg": 25.0}})
+    assert table == {"0-4k": 25.0, "4-8k": 50.0, "8k+": 75.0, "avg": 50.0}
+
+
+def test_prompts_are_filled_and_truncated_to_the_budget(longbench_dir, byte_tokenizer):
+    cfg = LongBenchConfig(datasets=["hotpotqa_e", "lcc_e"], data_dir=str(longbench_dir), max_length=120)
+    prepared = prepare_longbench(cfg, byte_tokenizer, EvalContext(max_positions=1024))
+    assert all(len(s.input_ids) == 120 for s in prepared["hotpotqa_e"])  # truncated
+    assert all(len(s.input_ids) < 120 for s in prepared["lcc_e"])  # short enough already
+    text = byte_tokenizer.decode(prepared["hotpotqa_e"][0].input_ids, skip_special_tokens=True)
+    assert text.startswith("Answer the question based on the given passages.") and text.endswith("Answer:")
+    default = prepare_longbench(
+        LongBenchConfig(datasets=["lcc_e"], data_dir=str(longbench_dir)), byte_tokenizer, EvalContext(300)
+    )
+    assert max(len(s.input_ids) for s in default["lcc_e"]) <= 300 - 64  # room for the official 64 new tokens
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"input": "q", "context": "c", "length": 5}', "missing field 'answers'"),
+        ('{"input": "q", "context": "c", "answers": "a", "length": 5}', "field 'answers' must be a list"),
+        ('{"input": "q", "context": "c", "answers": ["a"], "length": "5"}', "field 'length' must be a int"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_malformed_lines_are_refused_with_their_location(tmp_path, line, message):
+    (tmp_path / "trec_e.jsonl").write_text(line + "\n")
+    with pytest.raises(ConfigError, match=f"eval.longbench_e.data_dir: .*trec_e.jsonl:1: {message}"):
+        read_local(str(tmp_path), "trec_e")
+
+
+def test_missing_file_and_unknown_dataset(tmp_path):
+    with pytest.raises(ConfigError, match="eval.longbench_e.data_dir: no qasper_e.jsonl"):
+        read_local(str(tmp_path), "qasper_e")
+    with pytest.raises(ConfigError, match=r"^datasets\[1\]: unknown LongBench-E dataset 'narrativeqa'"):
+        LongBenchConfig(datasets=["qasper_e", "narrativeqa"])
+
+
+def test_end_to_end_all_datasets_on_the_tiny_model(tiny_eval_model, longbench_dir):
+    from dprope.eval.suite import EvalConfig, run_suite
+
+    settings = EvalConfig(
+        tasks=["longbench_e"],
+        batch_size=4,
+        progress=False,
+        longbench_e=LongBenchConfig(data_dir=str(longbench_dir), max_new_tokens=4),
+    )
+    result = run_suite(tiny_eval_model, settings).benchmarks["longbench_e"]
+    assert list(result.summary) == ["0-4k", "4-8k", "8k+", "avg"]
+    assert set(result.details["datasets"]) == set(TASKS)
+    assert len(result.samples) == 3 * 13
+    assert {s["bucket"] for s in result.samples} == {"0-4k", "4-8k", "8k+"}
+    assert all(0.0 <= s["score"] <= 1.0 for s in result.samples)
+    assert "| **LongBench-E** |" in result.markdown
+    json.dumps(result.samples)
