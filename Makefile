@@ -30,8 +30,8 @@ test-slow: ## the slow end-to-end tests
 test-all: ## every test this machine can run
 	$(PYTEST) -m "not gpu" || [ $$? -eq 5 ]
 
-demo: ## the main job on the embedded default (tiny model, local text, CPU)
-	$(PY) launch/analyze.py model=tiny rope=dprope rope.factor=4
+demo: ## the main job on the embedded default: fine-tune the tiny model with DPRoPE on CPU, export it
+	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} $(PY) launch/train.py trainer.output_dir=outputs/demo
 
 analyze: ## rotary-angle disturbance table for LLaMA-2-7B at s=4
 	$(PY) launch/analyze.py model=llama2_7b rope=dprope rope.factor=4

@@ -1,0 +1,87 @@
+"""Every experiment preset composes and runs one optimizer step of a tiny-shaped version on CPU.
+
+The preset keeps its strategy, factor, trainer (ZeRO-3, optimizer, gradient checkpointing) and
+global batch; only the model (tiny), the data (embedded corpus, 256-token sequences), the step
+count and k (scaled to the tiny head_dim) shrink.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dprope.cli import CONFIG_DIR, group_options
+from dprope.config import from_mapping
+from dprope.data import data_config
+from dprope.model import ModelConfig
+from dprope.rope.registry import rope_config
+from dprope.train.config import LoggerConfig, TrainerConfig
+from dprope.train.loop import RunConfig, train
+
+PRESETS = group_options("experiment")
+EXPECTED_ROPE_TYPE = {"pi": "linear", "yarn": "yarn", "dprope": "longrope"}
+
+
+def compose_preset(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose("train", overrides=[f"+experiment={name}", *overrides])
+
+
+def test_the_paper_settings_are_all_there():
+    paper = [p for p in PRESETS if p.startswith("llama")]
+    assert len(paper) == 12
+    for name in paper:
+        cfg = compose_preset(name, [])
+        size, context, method = name.removeprefix("llama").split("_")
+        assert cfg.model.name == f"llama2-{size}"
+        assert cfg.data.name == "pg19"
+        assert cfg.trainer.global_batch_size == 64 and cfg.trainer.lr == 2e-5 and cfg.trainer.zero_stage == 3
+        factor, steps, length, k = (2.0, 1000, 8192, 80) if context == "8k" else (4.0, 500, 16384, 64)
+        assert (cfg.rope.factor, cfg.trainer.steps, cfg.data.max_length) == (factor, steps, length)
+        assert cfg.rope.name == {"ours": "dprope"}.get(method, method)
+        if method == "ours":
+            assert cfg.rope.num_interpolated_dims == k
+        first_lines = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text().splitlines()[:5]
+        assert any(f"+experiment={name}" in line for line in first_lines)
+        assert any(f"{steps} steps x 64 sequences x {length}" in line for line in first_lines)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
+    cfg = compose_preset(name, [])
+    overrides = [
+        "model=tiny",
+        "data=embedded",
+        f"data.cache_dir={data_cache}",
+        "data.max_length=256",
+        "trainer.steps=1",
+        "trainer.save_every=0",
+        f"trainer.micro_batch_size={min(8, cfg.trainer.global_batch_size)}",
+        f"trainer.output_dir={tmp_path}",
+        "logger=none",
+    ]
+    k = cfg.rope.get("num_interpolated_dims")
+    tiny_k = None if k is None else k * 16 // cfg.model.head_dim  # the tiny model's head_dim is 16
+    if tiny_k is not None:
+        overrides.append(f"rope.num_interpolated_dims={tiny_k}")
+    cfg = compose_preset(name, overrides)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    run = RunConfig(
+        model=from_mapping(ModelConfig, plain["model"], prefix="model"),
+        rope=rope_config(plain["rope"]),
+        data=data_config(plain["data"]),
+        trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
+        logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
+    )
+    assert train(run, plain) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert record["step"] == 1 and math.isfinite(record["loss"])
+    exported = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert exported["rope_parameters"]["rope_type"] == EXPECTED_ROPE_TYPE[run.rope.name]
+    if tiny_k is not None:
+        factors = exported["rope_parameters"]["short_factor"]
+        assert 2 * sum(f > 1 for f in factors) == tiny_k
