@@ -38,6 +38,7 @@ analyze: ## rotary-angle disturbance table for LLaMA-2-7B at s=4
 
 bench: ## benchmark scripts (each prints a table)
 	$(PY) scripts/bench_analysis.py
+	$(PY) scripts/bench_data.py --quick
 
 lint: ## ruff lint and format check
 	$(PY) -m ruff check .

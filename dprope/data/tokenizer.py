@@ -7,6 +7,8 @@ models (tests, ``make demo``) and is saved next to an exported tiny model like a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from dprope.config import ConfigError
@@ -54,3 +56,60 @@ def load_tokenizer(name_or_path: str, field: str = "model.tokenizer"):
     except (OSError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(field, f"cannot load tokenizer {name_or_path!r}: {first_line}") from None
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of everything that decides a tokenizer's ids, for the data cache key.
+
+    A fast tokenizer is its backend's JSON (normaliser, pre-tokeniser, model, special tokens)
+    without the padding and truncation settings, which change no id; another tokenizer is its
+    class and vocabulary. The special token ids are added either way.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("padding", None)
+        spec.pop("truncation", None)
+    else:
+        spec = {"class": type(tokenizer).__name__, "vocab": sorted(tokenizer.get_vocab().items())}
+    spec["special"] = [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, len(tokenizer)]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, without special tokens, in one batched call.
+
+    A fast tokenizer is called through its Rust backend (`encode_batch_fast`, multi-threaded
+    unless TOKENIZERS_PARALLELISM=false): the same ids as ``tokenizer(texts)``, twice as fast and
+    lighter, without the character offsets and attention masks nobody reads here.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def bpe_tokenizer(texts: list[str], vocab_size: int = 4096):
+    """A byte-level BPE trained in code on ``texts`` (LLaMA-like specials, BOS prepended).
+
+    A realistic stand-in for a model's tokenizer where none can be downloaded: benchmarks and
+    tests of a changed tokenizer.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=BYTE_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )

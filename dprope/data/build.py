@@ -1,0 +1,173 @@
+"""`build_train_dataset`: the packed training set, from the cache when it holds it.
+
+Order of work, so that every bad value fails fast: the lengths, the separators, the source's
+files (or hub id) and the cache key are checked first; a complete cache with the same key is
+opened without reading the source; otherwise the documents are loaded (text field and a
+non-empty split checked) and only then tokenized.
+
+The paper's subset (PG19, ``steps x global batch`` sequences): the split's documents are
+shuffled with ``seed``, tokenized and packed in that order, and the build stops as soon as
+``num_sequences`` full sequences exist, so a 64k x 8192-token subset tokenizes about 0.5B tokens,
+not the whole corpus. `datasets` loads and shuffles the documents; ``num_proc`` processes
+tokenize them a batch at a time (`encoded_batches`), each batch coming back as one joined token
+array, so the packed stream is written with no per-token Python work.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dprope.config import ConfigError
+from dprope.data import cache
+from dprope.data.config import DataConfig
+from dprope.data.packed import PackedDataset, PackedStream
+from dprope.data.packing import join_documents, token_dtype
+from dprope.data.sources import load_documents, source_fingerprint
+from dprope.data.tokenizer import encode_texts, tokenizer_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def separator_ids(cfg: DataConfig, tokenizer) -> tuple[int | None, int | None]:
+    """The BOS and EOS ids packing puts around each document (None when switched off)."""
+    bos = tokenizer.bos_token_id if cfg.add_bos else None
+    eos = tokenizer.eos_token_id if cfg.add_eos else None
+    if cfg.add_bos and bos is None:
+        raise ConfigError("data.add_bos", "the tokenizer has no BOS token (set data.add_bos=false)")
+    if cfg.add_eos and eos is None:
+        raise ConfigError("data.add_eos", "the tokenizer has no EOS token (set data.add_eos=false)")
+    return bos, eos
+
+
+def pad_id(tokenizer) -> int:
+    """Filler of a kept tail (never in the loss): the pad token, else EOS, else 0."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
+def build_train_dataset(
+    cfg: DataConfig, tokenizer, tokenizer_name: str, num_sequences: int | None, target_context: int | None
+) -> PackedDataset | PackedStream:
+    """The packed training sequences of ``cfg.train_split``.
+
+    ``num_sequences`` (steps x global batch) selects the paper's subset: the first that many
+    sequences of the seeded document shuffle; when the corpus packs into fewer, they repeat in
+    order (see `PackedDataset`). None packs the whole split. ``target_context`` is s x L of the
+    RoPE configuration; a longer ``max_length`` is refused. Map-style (a `PackedDataset` from the
+    cache) unless ``cfg.streaming`` (a `PackedStream`, nothing cached).
+    """
+    if target_context is not None and cfg.max_length > target_context:
+        raise ConfigError(
+            "data.max_length", f"{cfg.max_length} exceeds the target context s x L = {target_context}"
+        )
+    if num_sequences is not None and num_sequences <= 0:
+        raise ConfigError("num_sequences", f"must be positive or None (got {num_sequences})")
+    separators = separator_ids(cfg, tokenizer)
+    split, split_field = cfg.train_split, "data.train_split"
+    if cfg.streaming:
+        documents = load_documents(cfg, split, split_field, streaming=True)
+        return PackedStream(
+            documents,
+            tokenizer,
+            separators,
+            cfg.max_length,
+            cfg.drop_tail,
+            pad_id(tokenizer),
+            cfg.batch_size,
+            cfg.seed,
+            cfg.shuffle_buffer,
+            num_sequences,
+        )
+    key = cache.cache_key(
+        cfg,
+        split,
+        source_fingerprint(cfg, split, split_field),
+        tokenizer_fingerprint(tokenizer),
+        num_sequences,
+    )
+    path = cache.cache_location(cfg, split, key)
+    with cache.locked(path):
+        meta = cache.read_meta(path)
+        if meta is not None:
+            cache.check_key(cfg, path, meta, key, tokenizer_name)
+            log.info("data: reusing %s (%d tokens)", path, meta["num_tokens"])
+            return PackedDataset(path, num_sequences, from_cache=True)
+        documents = load_documents(cfg, split, split_field, streaming=False)
+        with cache.staging(path) as partial:
+            meta = {"key": key, "tokenizer_name": tokenizer_name, "pad_id": pad_id(tokenizer)}
+            need = None if num_sequences is None else num_sequences * cfg.max_length
+            meta = _tokenize_into(cfg, documents, tokenizer, separators, need, partial, meta)
+            if meta["num_tokens"] < (cfg.max_length if cfg.drop_tail else 1):
+                raise ConfigError(
+                    "data.max_length",
+                    f"the split packs into no sequence of {cfg.max_length} tokens ({meta['num_tokens']} in all)",
+                )
+    log.info("data: built %s (%d documents, %d tokens)", path, meta["num_documents"], meta["num_tokens"])
+    return PackedDataset(path, num_sequences, from_cache=False)
+
+
+def _tokenize_into(
+    cfg: DataConfig, documents, tokenizer, separators, need: int | None, directory: Path, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Shuffle, tokenize and join the documents into ``directory``; stop once ``need`` tokens exist."""
+    dtype = token_dtype(len(tokenizer))
+    batches = (batch["text"] for batch in documents.shuffle(seed=cfg.seed).iter(batch_size=cfg.batch_size))
+    writer = cache.TokenWriter(directory, dtype)
+    for tokens, lengths in encoded_batches(batches, tokenizer, separators, dtype, cfg.processes):
+        writer.append(tokens, lengths)
+        if need is not None and writer.num_tokens >= need:
+            break
+    return writer.close(meta, max_tokens=need)
+
+
+def encoded_batches(
+    batches: Iterable[list[str]], tokenizer, separators, dtype: np.dtype, processes: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`join_documents` of each batch of texts, in order, tokenized by ``processes`` processes.
+
+    A pool fed a part of a batch at a time, at most eight per process in flight: every process stays busy
+    whatever the documents' lengths (`Dataset.map(num_proc=...)` gives each process one
+    contiguous shard, so a few long books idle the others), memory stays bounded, and the
+    order is the input's. Each process tokenizes on one thread: the processes are the parallelism.
+    """
+    if processes == 1:
+        for texts in batches:
+            yield _encode_batch(texts, tokenizer, separators, dtype)
+        return
+    with multiprocessing.Pool(processes, _init_worker, (tokenizer, separators, dtype)) as pool:
+        pending: deque = deque()
+        for texts in batches:
+            step = -(-len(texts) // processes)  # a batch shared by all: a long document delays less
+            for begin in range(0, len(texts), step):
+                pending.append(pool.apply_async(_encode_in_worker, (texts[begin : begin + step],)))
+            while len(pending) >= 8 * processes:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer, separators, dtype) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER.update(tokenizer=tokenizer, separators=separators, dtype=dtype)
+
+
+def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return _encode_batch(texts, **_WORKER)
+
+
+def _encode_batch(texts: list[str], tokenizer, separators, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of documents: their joined tokens and each document's length."""
+    return join_documents(encode_texts(tokenizer, texts), *separators, dtype)

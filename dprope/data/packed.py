@@ -1,0 +1,161 @@
+"""The training datasets: packed sequences read from the cache, or packed on the fly (streaming).
+
+Both yield the same items::
+
+    {"input_ids": LongTensor (max_length,), "doc_starts": LongTensor (num_starts,), "length": int}
+
+``length`` is ``max_length`` except for a kept tail, whose padding `collate_packed` leaves out
+of the loss.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dprope.data.cache import DOC_OFFSETS, META, TOKENS
+from dprope.data.packing import PackedSequence, join_documents, num_packed, pack_stream, sequence_at
+from dprope.data.tokenizer import encode_texts
+
+
+def as_item(sequence: PackedSequence) -> dict[str, Any]:
+    return {
+        "input_ids": torch.from_numpy(sequence.input_ids),
+        "doc_starts": torch.from_numpy(sequence.doc_starts),
+        "length": sequence.length,
+    }
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """Map-style packed sequences of a complete cache directory, memory-mapped (nothing is read
+    up front, and DataLoader workers share the page cache).
+
+    ``num_sequences`` (steps x global batch) larger than what the corpus packs into repeats the
+    packed sequences in order: item ``i`` is packed sequence ``i mod num_packed``.
+    """
+
+    def __init__(self, path: str | Path, num_sequences: int | None = None, from_cache: bool = False):
+        self.path = Path(path)
+        self.meta = json.loads((self.path / META).read_text())
+        self.max_length: int = self.meta["key"]["max_length"]
+        self.pad_id: int = self.meta["pad_id"]
+        self.num_packed = num_packed(self.meta["num_tokens"], self.max_length, self.meta["key"]["drop_tail"])
+        self.num_sequences = num_sequences or self.num_packed
+        self.from_cache = from_cache  # True when this run reused a cache instead of building it
+        self._tokens: np.ndarray | None = None
+        self._offsets: np.ndarray | None = None
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._tokens is None:
+            dtype = np.dtype(self.meta["dtype"])
+            self._tokens = np.memmap(
+                self.path / TOKENS, dtype=dtype, mode="r", shape=(self.meta["num_tokens"],)
+            )
+            self._offsets = np.load(self.path / DOC_OFFSETS, mmap_mode="r")
+        return self._tokens, self._offsets  # type: ignore[return-value]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tokens": None, "_offsets": None}  # workers map the files again
+
+    def __len__(self) -> int:
+        return self.num_sequences
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.num_sequences:
+            raise IndexError(f"sequence {index} of {self.num_sequences}")
+        tokens, offsets = self._arrays()
+        return as_item(sequence_at(tokens, offsets, index % self.num_packed, self.max_length, self.pad_id))
+
+
+class PackedStream(torch.utils.data.IterableDataset):
+    """Packed sequences made on the fly from a `datasets` stream, in memory flat in corpus size.
+
+    The global order is fixed by the seed: documents pass through the stream's buffer shuffle
+    (epoch ``e`` reshuffles with ``set_epoch(e)``), are tokenized ``batch_size`` at a time and
+    packed by `pack_stream`. Global sequence ``g`` goes to the same rank as in `ResumableSampler`
+    without shuffling: after skipping ``consumed``, rank ``r`` of ``W`` takes ``g = consumed + r +
+    k W``. Skipping is exact but not free: the skipped sequences are tokenized again. With
+    ``num_sequences``, each rank stops after ``(num_sequences - consumed) // W`` items, passing
+    over the corpus again (next epoch) when it runs out. Every rank reads and tokenizes the whole
+    stream, so one DataLoader worker at most: it overlaps tokenizing with training, a second
+    would only tokenize everything again.
+    """
+
+    def __init__(
+        self,
+        documents,
+        tokenizer,
+        separators: tuple[int | None, int | None],
+        max_length: int,
+        drop_tail: bool,
+        pad_id: int,
+        batch_size: int,
+        seed: int,
+        shuffle_buffer: int,
+        num_sequences: int | None,
+    ):
+        self.documents = documents  # a datasets.IterableDataset with the column `text`
+        self.tokenizer = tokenizer
+        self.separators = separators
+        self.max_length, self.drop_tail, self.pad_id = max_length, drop_tail, pad_id
+        self.batch_size, self.seed, self.shuffle_buffer = batch_size, seed, shuffle_buffer
+        self.num_sequences = num_sequences
+        self.consumed, self.rank, self.world_size = 0, 0, 1
+
+    def resume(self, consumed: int = 0, rank: int = 0, world_size: int = 1) -> PackedStream:
+        """Start after ``consumed`` global sequences, as rank ``rank`` of ``world_size``."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        if consumed < 0 or (self.num_sequences is not None and consumed > self.num_sequences):
+            raise ValueError(f"consumed {consumed} outside [0, {self.num_sequences}]")
+        self.consumed, self.rank, self.world_size = consumed, rank, world_size
+        return self
+
+    def _documents(self, epoch: int) -> Iterator[np.ndarray]:
+        """The epoch's documents as token arrays with their separators."""
+        documents = self.documents.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+        documents.set_epoch(epoch)
+        bos, eos = self.separators
+        for batch in documents.iter(batch_size=self.batch_size):
+            tokens, lengths = join_documents(
+                encode_texts(self.tokenizer, batch["text"]), bos, eos, np.dtype(np.int64)
+            )
+            yield from np.split(tokens, np.cumsum(lengths)[:-1])
+
+    def sequences(self) -> Iterator[PackedSequence]:
+        """The global order of packed sequences, every rank's and every worker's alike."""
+        epoch = 0
+        while True:
+            count = 0
+            for sequence in pack_stream(self._documents(epoch), self.max_length, self.drop_tail, self.pad_id):
+                count += 1
+                yield sequence
+            if self.num_sequences is None:
+                return
+            if count == 0:
+                raise ValueError(f"the corpus packs into no sequence of {self.max_length} tokens")
+            epoch += 1
+
+    def __len__(self) -> int:
+        if self.num_sequences is None:
+            raise TypeError("a stream without num_sequences has no length")
+        return (self.num_sequences - self.consumed) // self.world_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.num_workers > 1:
+            raise RuntimeError(
+                "a PackedStream takes one DataLoader worker at most (each would tokenize it all)"
+            )
+        per_rank = None if self.num_sequences is None else len(self)
+        for position, sequence in enumerate(self.sequences()):
+            local, rank = divmod(position - self.consumed, self.world_size)
+            if per_rank is not None and local >= per_rank:
+                return
+            if position >= self.consumed and rank == self.rank:
+                yield as_item(sequence)

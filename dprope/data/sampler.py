@@ -1,0 +1,104 @@
+"""Resumable, distributed sampling and the batch collation of packed sequences.
+
+The global order is one permutation of the dataset's indices, drawn from ``seed`` alone, so it
+is the same on every run and for every world size. Training consumes it front to back, a global
+batch at a time: after ``k`` optimizer steps, ``consumed = k x global_batch`` samples are behind.
+Rank ``r`` of ``W`` takes global positions ``consumed + r, consumed + r + W, ...``; since a global
+batch is a multiple of ``W``, each step's global batch is exactly the next ``global_batch``
+positions of the order, whichever ranks hold them.
+
+Resuming with another world size: restart the sampler with the same seed and the ``consumed``
+of the checkpoint and the new ``W``. The samples already consumed are skipped exactly; the rest
+are shared among the new ranks and each is still seen once. What changes is only which rank
+holds which sample of a batch, which a data-parallel step does not see (the gradient is the
+mean over the global batch). The global batch itself must stay a multiple of the new ``W``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+
+class ResumableSampler(torch.utils.data.Sampler[int]):
+    """This rank's dataset indices of the seeded global order, after ``consumed`` global samples.
+
+    Every rank gets the same number, ``(num_samples - consumed) // world_size``: the last
+    ``< world_size`` samples are left out rather than repeated, so no rank waits on another.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        consumed: int = 0,
+        shuffle: bool = True,
+    ):
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be positive (got {num_samples})")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.consumed = 0
+        self.set_consumed(consumed)
+
+    @staticmethod
+    def consumed_after(steps: int, global_batch_size: int) -> int:
+        """Global samples behind a run after ``steps`` optimizer steps."""
+        return steps * global_batch_size
+
+    def set_consumed(self, consumed: int) -> None:
+        if not 0 <= consumed <= self.num_samples:
+            raise ValueError(f"consumed {consumed} outside [0, {self.num_samples}]")
+        self.consumed = consumed
+
+    def global_order(self) -> torch.Tensor:
+        """All ``num_samples`` dataset indices in training order (independent of rank and world size)."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def __len__(self) -> int:
+        return (self.num_samples - self.consumed) // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        stop = self.consumed + len(self) * self.world_size
+        yield from self.global_order()[self.consumed + self.rank : stop : self.world_size].tolist()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"num_samples": self.num_samples, "seed": self.seed, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume from `state_dict`; the order must be the saved one (same size and seed)."""
+        for name in ("num_samples", "seed"):
+            if state[name] != getattr(self, name):
+                raise ValueError(
+                    f"cannot resume: the checkpoint's {name} is {state[name]}, this run's {getattr(self, name)}"
+                )
+        self.set_consumed(state["consumed"])
+
+
+def collate_packed(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack packed items for a causal LM.
+
+    ``labels`` equal ``input_ids`` (the model shifts them), except padding of a kept tail: -100.
+    ``position_ids`` are ``0 .. T-1`` on every row; positions restarting at each document start
+    (from ``doc_starts``) are a later option. ``doc_starts`` stays a list, one tensor per row.
+    """
+    input_ids = torch.stack([item["input_ids"] for item in batch])  # (batch, seq)
+    labels = input_ids.clone()
+    for row, item in enumerate(batch):
+        labels[row, item.get("length", input_ids.shape[1]) :] = -100
+    position_ids = torch.arange(input_ids.shape[1]).expand_as(input_ids).clone()  # (batch, seq)
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids,
+        "doc_starts": [item["doc_starts"] for item in batch],
+    }

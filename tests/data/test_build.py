@@ -1,0 +1,140 @@
+"""Map-style training data on the embedded corpus: packing invariants, subset rule, cache life cycle."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from dprope.config import ConfigError
+from dprope.data import build_train_dataset
+from dprope.data.cache import COMPLETE
+from tests.data.conftest import reference_documents, split_documents, unpack
+
+
+def build(cfg, tokenizer, num_sequences=None, name="byte"):
+    return build_train_dataset(cfg, tokenizer, name, num_sequences, target_context=None)
+
+
+def same_items(a, b, indices) -> bool:
+    return all(
+        torch.equal(a[i]["input_ids"], b[i]["input_ids"])
+        and torch.equal(a[i]["doc_starts"], b[i]["doc_starts"])
+        for i in indices
+    )
+
+
+@pytest.mark.parametrize("add_eos", [True, False])
+def test_every_document_appears_once_whole_and_in_order(small_cfg, byte_tokenizer, add_eos):
+    cfg = dataclasses.replace(small_cfg, drop_tail=False, add_eos=add_eos)
+    dataset = build(cfg, byte_tokenizer)
+    stream, starts = unpack([dataset[i] for i in range(len(dataset))], cfg.max_length)
+    assert starts[0] == 0 and all(dataset[i]["length"] == cfg.max_length for i in range(len(dataset) - 1))
+    documents = split_documents(stream, starts)
+    expected = reference_documents(cfg, byte_tokenizer)
+    assert sorted(documents) == sorted(expected)  # same documents, each contiguous and in order
+    assert documents != expected  # ... in the seeded shuffle's order, not the source's
+
+
+def test_drop_tail_keeps_only_full_sequences(small_cfg, byte_tokenizer):
+    kept = build(dataclasses.replace(small_cfg, drop_tail=False), byte_tokenizer)
+    dropped = build(small_cfg, byte_tokenizer)
+    total = sum(len(d) for d in reference_documents(small_cfg, byte_tokenizer))
+    assert len(dropped) == total // small_cfg.max_length and len(kept) == len(dropped) + 1
+    assert same_items(kept, dropped, range(len(dropped)))
+    assert kept[len(dropped)]["length"] == total % small_cfg.max_length
+
+
+def test_subset_is_the_prefix_of_the_shuffled_corpus_and_repeats_when_short(small_cfg, byte_tokenizer):
+    whole = build(small_cfg, byte_tokenizer)
+    subset = build(small_cfg, byte_tokenizer, num_sequences=7)
+    assert len(subset) == 7 and subset.meta["num_tokens"] == 7 * small_cfg.max_length
+    assert same_items(subset, whole, range(7))
+    longer = build(small_cfg, byte_tokenizer, num_sequences=len(whole) + 5)
+    assert len(longer) == len(whole) + 5 and longer.num_packed == len(whole)
+    assert same_items(longer, whole, range(len(whole)))
+    assert all(torch.equal(longer[len(whole) + i]["input_ids"], whole[i]["input_ids"]) for i in range(5))
+
+
+def test_processes_do_not_change_the_result(small_cfg, byte_tokenizer):
+    one = build(small_cfg, byte_tokenizer)
+    two = build(dataclasses.replace(small_cfg, num_proc=2, cache_path=str(one.path) + "-two"), byte_tokenizer)
+    assert (one.path / "tokens.bin").read_bytes() == (two.path / "tokens.bin").read_bytes()
+
+
+def test_second_run_reuses_the_cache_without_tokenizing(small_cfg, byte_tokenizer, monkeypatch):
+    first = build(small_cfg, byte_tokenizer)
+    assert not first.from_cache
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cache hit tokenized the corpus again")
+
+    monkeypatch.setattr("dprope.data.build._tokenize_into", refuse)
+    monkeypatch.setattr("dprope.data.build.load_documents", refuse)
+    second = build(small_cfg, byte_tokenizer)
+    assert second.from_cache and second.path == first.path and same_items(first, second, range(len(first)))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"max_length": 64},
+        {"seed": 1},
+        {"add_eos": False},
+        {"add_bos": False},
+        {"drop_tail": False},
+        {"max_documents": 6},
+    ],
+)
+def test_any_changed_key_rebuilds(small_cfg, byte_tokenizer, change):
+    first = build(small_cfg, byte_tokenizer)
+    second = build(dataclasses.replace(small_cfg, **change), byte_tokenizer)
+    assert not second.from_cache and second.path != first.path
+
+
+def test_another_tokenizer_or_subset_rebuilds(small_cfg, byte_tokenizer, bpe_tokenizer):
+    first = build(small_cfg, byte_tokenizer)
+    assert build(small_cfg, bpe_tokenizer, name="bpe").path != first.path
+    assert build(small_cfg, byte_tokenizer, num_sequences=3).path != first.path
+
+
+def test_half_written_cache_is_rebuilt(small_cfg, byte_tokenizer):
+    first = build(small_cfg, byte_tokenizer)
+    expected = [first[i]["input_ids"] for i in range(len(first))]
+    (first.path / COMPLETE).unlink()  # as if the copy or the build stopped before the end
+    (first.path / "tokens.bin").write_bytes(b"\0" * 10)
+    again = build(small_cfg, byte_tokenizer)
+    assert not again.from_cache and (again.path / COMPLETE).is_file()
+    assert all(torch.equal(again[i]["input_ids"], e) for i, e in enumerate(expected))
+
+
+def test_crashed_build_leaves_nothing_usable(small_cfg, byte_tokenizer, monkeypatch):
+    def crash(self, tokens, lengths):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("dprope.data.cache.TokenWriter.append", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            build(small_cfg, byte_tokenizer)
+    root = small_cfg.cache_root
+    assert not [p for p in root.iterdir() if p.name.startswith("embedded-") or ".partial-" in p.name]
+    # a partial directory left by a killed process (no exception handler ran) is swept by the next build
+    dataset = build(small_cfg, byte_tokenizer)
+    stale = dataset.path.parent / f".{dataset.path.name}.partial-999999"
+    stale.mkdir()
+    (dataset.path / COMPLETE).unlink()
+    assert not build(small_cfg, byte_tokenizer).from_cache and not stale.exists()
+
+
+def test_explicit_cache_path_refuses_another_tokenizer(small_cfg, byte_tokenizer, bpe_tokenizer, tmp_path):
+    cfg = dataclasses.replace(small_cfg, cache_path=str(tmp_path / "prepared"))
+    build(cfg, byte_tokenizer)
+    assert build(cfg, byte_tokenizer).from_cache
+    with pytest.raises(ConfigError, match=r"^model\.tokenizer: 'bpe' .*differs from the tokenizer") as err:
+        build(cfg, bpe_tokenizer, name="bpe")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^data\.max_length: "):
+        build(dataclasses.replace(cfg, max_length=64), byte_tokenizer)
+    with pytest.raises(ConfigError, match=r"^num_sequences: "):
+        build(cfg, byte_tokenizer, num_sequences=4)
