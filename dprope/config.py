@@ -13,6 +13,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -107,3 +108,19 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "")
         if prefix and not err.field.startswith(prefix + "."):
             raise err.under(prefix) from None
         raise
+
+
+def local_path(name: str) -> Path | None:
+    """The local path ``name`` names, or None when it reads as a hub id.
+
+    A name that starts with ``.``, ``/`` or ``~``, or that exists on disk, is local: a missing
+    local directory must be reported as such, never sent to the hub.
+    """
+    path = Path(name).expanduser()
+    return path if name.startswith((".", "/", "~")) or path.exists() else None
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, for a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

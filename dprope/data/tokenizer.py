@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, first_line, local_path
 
 BYTE_TOKENIZER = "byte"
 BYTE_SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -47,15 +46,13 @@ def load_tokenizer(name_or_path: str, field: str = "model.tokenizer"):
         return byte_tokenizer()
     from transformers import AutoTokenizer
 
-    path = Path(name_or_path).expanduser()
-    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
-    if looks_local and not path.is_dir():
+    path = local_path(name_or_path)
+    if path is not None and not path.is_dir():
         raise ConfigError(field, f"no tokenizer directory at {name_or_path}")
     try:
-        return AutoTokenizer.from_pretrained(str(path) if looks_local else name_or_path)
+        return AutoTokenizer.from_pretrained(str(path) if path is not None else name_or_path)
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(field, f"cannot load tokenizer {name_or_path!r}: {first_line}") from None
+        raise ConfigError(field, f"cannot load tokenizer {name_or_path!r}: {first_line(err)}") from None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, first_line, local_path
 from dprope.data.tokenizer import load_tokenizer
 from dprope.model import ModelConfig
 
@@ -36,11 +36,6 @@ class Checkpoint:
         return int(self.hf_config.max_position_embeddings)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def resolve_checkpoint(model: ModelConfig) -> Checkpoint:
     """Validate ``model.pretrained`` and read the checkpoint's config (no weights)."""
     from transformers import AutoConfig
@@ -48,9 +43,8 @@ def resolve_checkpoint(model: ModelConfig) -> Checkpoint:
     name = model.pretrained
     if not name:
         raise ConfigError("model.pretrained", "must be set to a model directory or hub id to evaluate")
-    path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or path.exists()
-    if looks_local:
+    path = local_path(name)
+    if path is not None:
         if not path.is_dir():
             raise ConfigError("model.pretrained", f"no model directory at {name}")
         if not (path / "config.json").is_file():
@@ -64,13 +58,13 @@ def resolve_checkpoint(model: ModelConfig) -> Checkpoint:
         hf_config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise ConfigError(
-            "model.pretrained", f"cannot load the config of {name!r}: {_first_line(err)}"
+            "model.pretrained", f"cannot load the config of {name!r}: {first_line(err)}"
         ) from None
     if not getattr(hf_config, "max_position_embeddings", None):
         raise ConfigError("model.pretrained", f"{name!r} has no max_position_embeddings in its config")
     strategy = None
     strategy_file = Path(source) / "dprope.json"
-    if looks_local and strategy_file.is_file():
+    if path is not None and strategy_file.is_file():
         try:
             strategy = json.loads(strategy_file.read_text())
         except json.JSONDecodeError as err:
@@ -113,6 +107,6 @@ def load_model(checkpoint: Checkpoint, device: str):
         )
     except (OSError, ValueError) as err:
         raise ConfigError(
-            "model.pretrained", f"cannot load {checkpoint.source!r}: {_first_line(err)}"
+            "model.pretrained", f"cannot load {checkpoint.source!r}: {first_line(err)}"
         ) from None
     return model.to(device).eval()

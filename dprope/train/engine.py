@@ -13,12 +13,11 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, first_line, local_path
 from dprope.model import ModelConfig, apply_rope
 from dprope.rope.registry import RopeConfig
 from dprope.rope.strategies import RopeScaling
@@ -170,9 +169,8 @@ def check_pretrained(model: ModelConfig) -> None:
     """A local-looking ``model.pretrained`` must be a directory holding a config (before any load)."""
     if model.pretrained is None:
         return
-    path = Path(model.pretrained).expanduser()
-    looks_local = model.pretrained.startswith((".", "/", "~")) or path.exists()
-    if looks_local and not (path / "config.json").is_file():
+    path = local_path(model.pretrained)
+    if path is not None and not (path / "config.json").is_file():
         raise ConfigError("model.pretrained", f"no model directory (config.json) at {model.pretrained}")
 
 
@@ -188,7 +186,7 @@ def model_hf_config(model: ModelConfig, rope: RopeConfig) -> tuple[Any, RopeScal
             hf_config = AutoConfig.from_pretrained(model.pretrained)
         except (OSError, ValueError) as err:
             raise ConfigError(
-                "model.pretrained", f"cannot load {model.pretrained!r}: {_first_line(err)}"
+                "model.pretrained", f"cannot load {model.pretrained!r}: {first_line(err)}"
             ) from None
         base = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta")
         if base is not None and float(base) != model.rope_theta:
@@ -197,11 +195,6 @@ def model_hf_config(model: ModelConfig, rope: RopeConfig) -> tuple[Any, RopeScal
             )
     scaling = apply_rope(hf_config, rope, model)
     return hf_config, scaling
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def build_model(model: ModelConfig, hf_config: Any, precision: str, attention: str, seed: int):
