@@ -34,7 +34,9 @@ def main(cfg) -> None:
         trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
         logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
     )
-    raise SystemExit(train(run, plain))
+    code = train(run, plain)
+    if code:  # a clean finish returns, so a multirun (local or SLURM) records it and goes on
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
