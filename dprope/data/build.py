@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -144,7 +145,10 @@ def encoded_batches(
         for texts in batches:
             yield _encode_batch(texts, tokenizer, separators, dtype)
         return
-    with multiprocessing.Pool(processes, _init_worker, (tokenizer, separators, dtype)) as pool:
+    # spawn, not fork: forking a process whose tokenizer and torch thread pools are running can
+    # deadlock a child; spawned workers also start with default signal handlers
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes, _init_worker, (tokenizer, separators, dtype)) as pool:
         pending: deque = deque()
         for texts in batches:
             step = -(-len(texts) // processes)  # a batch shared by all: a long document delays less
@@ -161,6 +165,7 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(tokenizer, separators, dtype) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a launcher's handler must not keep a worker alive
     _WORKER.update(tokenizer=tokenizer, separators=separators, dtype=dtype)
 
 
