@@ -15,11 +15,6 @@ import logging
 from omegaconf import OmegaConf
 
 from dprope.cli import hydra_main
-from dprope.config import from_mapping
-from dprope.data import data_config
-from dprope.model import ModelConfig
-from dprope.rope.registry import rope_config
-from dprope.train.config import LoggerConfig, TrainerConfig
 from dprope.train.loop import RunConfig, train
 
 
@@ -27,13 +22,7 @@ from dprope.train.loop import RunConfig, train
 def main(cfg) -> None:
     logging.getLogger("dprope").setLevel(logging.INFO)
     plain = OmegaConf.to_container(cfg, resolve=True)
-    run = RunConfig(
-        model=from_mapping(ModelConfig, plain["model"], prefix="model"),
-        rope=rope_config(plain["rope"]),
-        data=data_config(plain["data"]),
-        trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
-        logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
-    )
+    run = RunConfig.from_plain(plain)
     code = train(run, plain)
     if code:  # a clean finish returns, so a multirun (local or SLURM) records it and goes on
         raise SystemExit(code)

@@ -57,6 +57,21 @@ class RunConfig:
     trainer: TrainerConfig
     logger: LoggerConfig
 
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> RunConfig:
+        """The typed run from the resolved Hydra config as plain containers; errors name the field."""
+        from dprope.config import from_mapping
+        from dprope.data import data_config
+        from dprope.rope.registry import rope_config
+
+        return cls(
+            model=from_mapping(ModelConfig, plain["model"], prefix="model"),
+            rope=rope_config(plain["rope"]),
+            data=data_config(plain["data"]),
+            trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
+            logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
+        )
+
 
 def strategy_summary(rope: RopeConfig, scaling: RopeScaling, num_intervals: int = 360) -> dict[str, Any]:
     """The strategy's per-pair factors and total disturbance, as logged and exported."""

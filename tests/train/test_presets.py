@@ -15,11 +15,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dprope.cli import CONFIG_DIR, group_options
-from dprope.config import from_mapping
-from dprope.data import data_config
-from dprope.model import ModelConfig
-from dprope.rope.registry import rope_config
-from dprope.train.config import LoggerConfig, TrainerConfig
 from dprope.train.loop import RunConfig, train
 
 PRESETS = group_options("experiment")
@@ -70,13 +65,7 @@ def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
         overrides.append(f"rope.num_interpolated_dims={tiny_k}")
     cfg = compose_preset(name, overrides)
     plain = OmegaConf.to_container(cfg, resolve=True)
-    run = RunConfig(
-        model=from_mapping(ModelConfig, plain["model"], prefix="model"),
-        rope=rope_config(plain["rope"]),
-        data=data_config(plain["data"]),
-        trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
-        logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
-    )
+    run = RunConfig.from_plain(plain)
     assert train(run, plain) == 0
     (record,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert record["step"] == 1 and math.isfinite(record["loss"])
