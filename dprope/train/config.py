@@ -1,14 +1,18 @@
 """Typed configs of the trainer (`configs/trainer/*.yaml`) and the logger (`configs/logger/*.yaml`).
 
-Defaults are the paper's (appendix B.1): AdamW (0.9, 0.999), lr 2e-5, no warmup, no weight
+`RunConfig` gathers a run's typed parts. Defaults are the paper's (appendix B.1): AdamW (0.9, 0.999), lr 2e-5, no warmup, no weight
 decay, DeepSpeed ZeRO-3, global batch 64.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, from_mapping
+from dprope.data.config import DataConfig, data_config
+from dprope.model import ModelConfig
+from dprope.rope.registry import RopeConfig, rope_config
 
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
@@ -113,3 +117,25 @@ class LoggerConfig:
             raise ConfigError("kind", f"must be one of {', '.join(LOGGERS)} (got {self.kind!r})")
         if self.mode not in (None, "online", "offline", "disabled"):
             raise ConfigError("mode", f"must be online, offline or disabled (got {self.mode!r})")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run is made of, typed."""
+
+    model: ModelConfig
+    rope: RopeConfig
+    data: DataConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> RunConfig:
+        """The typed run from the resolved Hydra config as plain containers; errors name the field."""
+        return cls(
+            model=from_mapping(ModelConfig, plain["model"], prefix="model"),
+            rope=rope_config(plain["rope"]),
+            data=data_config(plain["data"]),
+            trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
+            logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
+        )

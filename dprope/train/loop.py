@@ -1,7 +1,8 @@
-"""The fine-tuning loop: data, engine, checkpoints, signals, metrics, export.
+"""The fine-tuning loop, as its phases: set up, step, save or stop, finish.
 
-One host sync per optimizer step: a single all-reduce of (loss, stop flag), which the console,
-metrics.jsonl and the non-finite guard all read.
+`train` reads as those phases; each is a function of a `Job` (everything the set-up built) so it
+can be tested alone. One host sync per optimizer step: a single all-reduce of (loss, stop flag),
+which the console, metrics.jsonl and the non-finite guard all read.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dprope.data import DataConfig, PackedStream, ResumableSampler, build_train_dataset, collate_packed
+from dprope.data import PackedStream, ResumableSampler, build_train_dataset, collate_packed
 from dprope.data.tokenizer import load_tokenizer
-from dprope.model import ModelConfig
 from dprope.rope.analysis import DisturbanceAnalyzer
 from dprope.rope.registry import RopeConfig, rope_parameters
 from dprope.rope.strategies import RopeScaling
 from dprope.train import checkpoint
-from dprope.train.config import EXIT_NON_FINITE, EXIT_PREEMPTED, LoggerConfig, TrainerConfig
+from dprope.train.config import EXIT_NON_FINITE, EXIT_PREEMPTED, RunConfig
 from dprope.train.engine import (
+    Runtime,
     build_engine,
     check_pretrained,
     expected_world_size,
@@ -44,33 +45,9 @@ from dprope.train.metrics import MetricsLog, flops_per_token, peak_flops, peak_m
 from dprope.train.signals import StopRequest
 from dprope.train.tracking import Tracker
 
+__all__ = ["Job", "RunConfig", "StepResult", "set_up", "train", "train_step"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunConfig:
-    """Everything a training run is made of, typed."""
-
-    model: ModelConfig
-    rope: RopeConfig
-    data: DataConfig
-    trainer: TrainerConfig
-    logger: LoggerConfig
-
-    @classmethod
-    def from_plain(cls, plain: dict[str, Any]) -> RunConfig:
-        """The typed run from the resolved Hydra config as plain containers; errors name the field."""
-        from dprope.config import from_mapping
-        from dprope.data import data_config
-        from dprope.rope.registry import rope_config
-
-        return cls(
-            model=from_mapping(ModelConfig, plain["model"], prefix="model"),
-            rope=rope_config(plain["rope"]),
-            data=data_config(plain["data"]),
-            trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
-            logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
-        )
 
 
 def strategy_summary(rope: RopeConfig, scaling: RopeScaling, num_intervals: int = 360) -> dict[str, Any]:
@@ -113,8 +90,45 @@ def _finite(value: float | None) -> bool:
     return value is None or math.isfinite(value)
 
 
-def train(run: RunConfig, resolved_config: dict[str, Any]) -> int:
-    """Run (or resume) a fine-tuning job; returns the process exit code."""
+@dataclass
+class Job:
+    """A set-up run: what the step, save/stop and finish phases read and update."""
+
+    run: RunConfig
+    runtime: Runtime
+    engine: Any  # deepspeed.DeepSpeedEngine
+    tokenizer: Any
+    scaling: RopeScaling
+    summary: dict[str, Any]  # strategy_summary, logged and exported
+    state: checkpoint.TrainerState
+    accumulation: int  # micro-batches per optimizer step on each rank
+    tokens_per_step: int  # global batch x sequence length
+    flops_per_token: float  # PaLM convention (dprope.train.metrics)
+    peak_flops: float | None  # per device; None = MFU not reported
+    tracker: Tracker
+    metrics: MetricsLog | None  # rank 0 only
+    batches: Any  # iterator over this rank's micro-batches
+    last_saved: int  # step of the newest checkpoint this run wrote or resumed from (-1: none)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run.trainer.output_dir)
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean over the global batch
+    grad_norm: float | None
+    stop_requested: bool  # a rank got SIGTERM/SIGUSR1
+    elapsed: float  # seconds
+
+    @property
+    def finite(self) -> bool:
+        return _finite(self.loss) and _finite(self.grad_norm)
+
+
+def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
+    """Check what needs no model, join the process group, build data and engine, resume."""
     trainer = run.trainer
     output_dir = Path(trainer.output_dir)
     # every check that needs no model, before any expensive work
@@ -166,103 +180,166 @@ def train(run: RunConfig, resolved_config: dict[str, Any]) -> int:
             flush=True,
         )
 
-    batches = iter(
-        train_loader(dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples)
-    )
-    seq_len = run.data.max_length
     hf = engine.module.config
-    step_flops = trainer.global_batch_size * flops_per_token(
+    seq_len = run.data.max_length
+    per_token = flops_per_token(
         _non_embedding_params(engine.module),
         hf.num_hidden_layers,
         hf.num_attention_heads,
         scaling.head_dim,
         seq_len,
     )
-    peak = peak_flops(trainer.peak_tflops)
+    loader = train_loader(dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples)
+    return Job(
+        run=run,
+        runtime=runtime,
+        engine=engine,
+        tokenizer=tokenizer,
+        scaling=scaling,
+        summary=summary,
+        state=state,
+        accumulation=accumulation,
+        tokens_per_step=trainer.global_batch_size * seq_len,
+        flops_per_token=per_token,
+        peak_flops=peak_flops(trainer.peak_tflops),
+        tracker=tracker,
+        metrics=metrics,
+        batches=iter(loader),
+        last_saved=state.step if resume_from is not None else -1,
+    )
+
+
+def train_step(job: Job, stop: StopRequest) -> StepResult:
+    """One optimizer step over ``accumulation`` micro-batches; the step's only host sync is the
+    final all-reduce of (loss, stop flag)."""
+    engine, device = job.engine, job.runtime.device
+    start = time.perf_counter()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float32)
+    for _ in range(job.accumulation):
+        batch = next(job.batches)
+        outputs = engine(
+            input_ids=batch["input_ids"].to(device),
+            labels=batch["labels"].to(device),
+            position_ids=batch["position_ids"].to(device),
+        )
+        loss = outputs.loss
+        del outputs  # the logits must not live into the next micro-step's forward
+        engine.backward(loss)
+        engine.step()
+        loss_sum += loss.detach().float()
+        del loss
+    shared = torch.stack([loss_sum, torch.tensor(float(bool(stop)), device=device)])
+    if dist.is_initialized():
+        dist.all_reduce(shared)
+    loss_value, stop_flag = shared.tolist()
+    grad_norm = engine.get_global_grad_norm()
+    return StepResult(
+        loss=loss_value / (job.accumulation * job.runtime.world_size),
+        grad_norm=float(grad_norm) if grad_norm is not None else None,
+        stop_requested=stop_flag > 0,
+        elapsed=time.perf_counter() - start,
+    )
+
+
+def record_step(job: Job, result: StepResult, progress: tqdm) -> dict[str, Any]:
+    """Advance the trainer state and write the step's metrics (rank 0)."""
+    trainer = job.run.trainer
+    job.state.step += 1
+    job.state.consumed_samples += trainer.global_batch_size
+    tokens_per_s = job.tokens_per_step / result.elapsed
+    record = {
+        "step": job.state.step,
+        "loss": result.loss,
+        "lr": job.engine.get_lr()[0],
+        "grad_norm": result.grad_norm,
+        "tokens_per_s": tokens_per_s,
+        "step_time_s": result.elapsed,
+        "peak_memory_gib": peak_memory_gib(),
+        "consumed_samples": job.state.consumed_samples,
+    }
+    if job.peak_flops is not None:
+        # achieved FLOP/s over all devices: tokens per second x FLOPs per token
+        record["mfu"] = tokens_per_s * job.flops_per_token / (job.runtime.world_size * job.peak_flops)
+    if job.runtime.is_main:
+        job.metrics.write(record)
+        progress.update(1)
+        if job.state.step % trainer.log_every == 0:
+            progress.set_postfix(loss=f"{result.loss:.4f}", tok_s=f"{tokens_per_s:.0f}")
+            job.tracker.log({f"train/{k}": v for k, v in record.items() if k != "step"}, job.state.step)
+    return record
+
+
+def save(job: Job) -> None:
+    trainer = job.run.trainer
+    checkpoint.save(job.engine, job.output_dir, job.state, job.runtime.rank, trainer.keep_last)
+    job.last_saved = job.state.step
+
+
+def save_or_stop(job: Job, result: StepResult, stop: StopRequest) -> int | None:
+    """The periodic save, and the stop on a signal (save, then `EXIT_PREEMPTED`); None = go on."""
+    save_every = job.run.trainer.save_every
+    if save_every and job.state.step % save_every == 0:
+        save(job)
+    if not result.stop_requested:
+        return None
+    if job.last_saved != job.state.step:
+        save(job)
+    if job.runtime.is_main:
+        print(
+            f"stopped by {stop.requested or 'a signal'} at step {job.state.step}; checkpoint saved",
+            flush=True,
+        )
+    return EXIT_PREEMPTED
+
+
+def report_non_finite(job: Job, result: StepResult) -> int:
+    """A non-finite loss or gradient norm: nothing is saved, the last checkpoint stays in charge."""
+    if job.runtime.is_main:
+        what = "loss" if not _finite(result.loss) else "gradient norm"
+        print(
+            f"error: non-finite {what} at step {job.state.step + 1} (loss {result.loss}, grad norm "
+            f"{result.grad_norm}); stopping without saving, the last checkpoint is intact",
+            file=sys.stderr,
+            flush=True,
+        )
+    return EXIT_NON_FINITE
+
+
+def finish(job: Job) -> None:
+    """The final checkpoint and the HF export."""
+    if job.last_saved != job.state.step:
+        save(job)
+    if job.run.trainer.export:
+        path = export_hf(job.engine, job.tokenizer, job.output_dir, job.runtime.rank, job.summary)
+        if job.runtime.is_main:
+            print(f"export: {path}", flush=True)
+
+
+def train(run: RunConfig, resolved_config: dict[str, Any]) -> int:
+    """Run (or resume) a fine-tuning job; returns the process exit code."""
+    job = set_up(run, resolved_config)
     stop = StopRequest()
     progress = tqdm(
-        total=trainer.steps, initial=state.step, disable=not runtime.is_main, desc="train", unit="step"
+        total=run.trainer.steps,
+        initial=job.state.step,
+        disable=not job.runtime.is_main,
+        desc="train",
+        unit="step",
     )
-    last_saved = state.step if resume_from is not None else -1
-    exit_code = 0
     try:
-        while state.step < trainer.steps:
-            start = time.perf_counter()
-            loss_sum = torch.zeros((), device=runtime.device, dtype=torch.float32)
-            for _ in range(accumulation):
-                batch = next(batches)
-                outputs = engine(
-                    input_ids=batch["input_ids"].to(runtime.device),
-                    labels=batch["labels"].to(runtime.device),
-                    position_ids=batch["position_ids"].to(runtime.device),
-                )
-                engine.backward(outputs.loss)
-                engine.step()
-                loss_sum += outputs.loss.detach().float()
-            shared = torch.stack([loss_sum, torch.tensor(float(bool(stop)), device=runtime.device)])
-            if dist.is_initialized():
-                dist.all_reduce(shared)
-            loss = shared[0].item() / (accumulation * runtime.world_size)
-            stop_requested = shared[1].item() > 0
-            grad_norm = engine.get_global_grad_norm()
-            grad_norm = float(grad_norm) if grad_norm is not None else None
-            if not (_finite(loss) and _finite(grad_norm)):
-                if runtime.is_main:
-                    print(
-                        f"error: non-finite {'loss' if not _finite(loss) else 'gradient norm'} at step "
-                        f"{state.step + 1} (loss {loss}, grad norm {grad_norm}); stopping without saving, "
-                        f"the last checkpoint is intact",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                exit_code = EXIT_NON_FINITE
-                break
-            state.step += 1
-            state.consumed_samples += trainer.global_batch_size
-            elapsed = time.perf_counter() - start
-            tokens_per_s = trainer.global_batch_size * seq_len / elapsed
-            record = {
-                "step": state.step,
-                "loss": loss,
-                "lr": engine.get_lr()[0],
-                "grad_norm": grad_norm,
-                "tokens_per_s": tokens_per_s,
-                "step_time_s": elapsed,
-                "peak_memory_gib": peak_memory_gib(),
-                "consumed_samples": state.consumed_samples,
-            }
-            if peak is not None:
-                record["mfu"] = step_flops / elapsed / (runtime.world_size * peak)
-            if runtime.is_main:
-                metrics.write(record)
-                progress.update(1)
-                if state.step % trainer.log_every == 0:
-                    progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}")
-                    tracker.log({f"train/{k}": v for k, v in record.items() if k != "step"}, state.step)
-            if trainer.save_every and state.step % trainer.save_every == 0:
-                checkpoint.save(engine, output_dir, state, runtime.rank, trainer.keep_last)
-                last_saved = state.step
-            if stop_requested:
-                if last_saved != state.step:
-                    checkpoint.save(engine, output_dir, state, runtime.rank, trainer.keep_last)
-                if runtime.is_main:
-                    print(
-                        f"stopped by {stop.requested or 'a signal'} at step {state.step}; checkpoint saved",
-                        flush=True,
-                    )
-                exit_code = EXIT_PREEMPTED
-                break
-        else:
-            if last_saved != state.step:
-                checkpoint.save(engine, output_dir, state, runtime.rank, trainer.keep_last)
-            if trainer.export:
-                path = export_hf(engine, tokenizer, output_dir, runtime.rank, summary)
-                if runtime.is_main:
-                    print(f"export: {path}", flush=True)
+        while job.state.step < run.trainer.steps:
+            result = train_step(job, stop)
+            if not result.finite:
+                return report_non_finite(job, result)
+            record_step(job, result, progress)
+            code = save_or_stop(job, result, stop)
+            if code is not None:
+                return code
+        finish(job)
+        return 0
     finally:
         stop.restore()
         progress.close()
-        if metrics is not None:
-            metrics.close()
-        tracker.finish()
-    return exit_code
+        if job.metrics is not None:
+            job.metrics.close()
+        job.tracker.finish()
