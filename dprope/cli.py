@@ -1,22 +1,36 @@
-"""Shared plumbing for the Hydra entry points in `launch/`.
+"""Shared plumbing for the Hydra entry points in `launch/` and for `scripts/slurm/submit.py`.
 
-`hydra_main(config_name)` is `hydra.main` plus two guarantees every entry point owes its user:
-an unknown option of a config group (`rope=foo`, `+experiment=bar`) and any `ConfigError` raised
-while building the typed configs end the run with a one-line ``error: <field>: <message>`` and
-exit code 2, before anything expensive happens and without a traceback.
+- `register_schemas` makes each config dataclass the schema of its Hydra group (ConfigStore,
+  under ``schema/``); every YAML preset starts from it (``defaults: [/schema/<group>@_here_]``)
+  and only overrides values.
+- `check_command_line` parses the overrides with Hydra's own parser, expands every sweep as
+  Hydra's basic sweeper does (``choice``, ``range``, ``glob``, comma lists, ``hydra.sweeper.params``
+  of a ``+sweep`` preset), composes each job and builds its typed configs, so that an unknown
+  option, an unknown key, a type error or a bad value ends the command with one line
+  ``error: <field>: <message>`` and exit code 2, before anything expensive happens.
+- `hydra_main(config_name, build)` is `hydra.main` plus that check, handing the task its typed
+  configs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, first_line
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EXIT_CONFIG_ERROR = 2
+SCHEMA_GROUP = "schema"
+# Hydra's own command-line flags that take a value (`--cfg job`); any flag but -m/--multirun
+# leaves the command to Hydra unchecked (help, config printing, another config directory).
+_HYDRA_FLAGS = {"-m", "--multirun"}
 
 
 def fail(message: str, code: int = EXIT_CONFIG_ERROR) -> None:
@@ -25,42 +39,220 @@ def fail(message: str, code: int = EXIT_CONFIG_ERROR) -> None:
     raise SystemExit(code)
 
 
-def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
-    """Names of the yaml files of a config group (`rope` -> ['dprope', 'none', ...])."""
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+def schemas() -> dict[str, Any]:
+    """Schema path under ``schema/`` -> dataclass (or instance, for strategies sharing a class)."""
+    from dprope.data.config import DataConfig
+    from dprope.eval.suite import EvalConfig
+    from dprope.model import ModelConfig
+    from dprope.rope.registry import STRATEGIES
+    from dprope.rope.report import AnalysisConfig
+    from dprope.train.config import LoggerConfig, TrainerConfig
+
+    nodes: dict[str, Any] = {
+        "model": ModelConfig,
+        "data": DataConfig,
+        "trainer": TrainerConfig,
+        "logger": LoggerConfig,
+        "eval": EvalConfig,
+        "analysis": AnalysisConfig,
+    }
+    nodes.update({f"rope/{name}": strategy.config(name=name) for name, strategy in STRATEGIES.items()})
+    return nodes
 
 
-def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Refuse `group=option` overrides whose option has no yaml file, naming the group.
+@functools.cache
+def register_schemas() -> None:
+    """Store every schema in Hydra's ConfigStore (once per process)."""
+    from hydra.core.config_store import ConfigStore
 
-    Hydra itself would report this too, but over several lines and only after composing; this
-    check gives the promised one-line error. Overrides of plain keys (`rope.factor=4`) pass.
+    store = ConfigStore.instance()
+    for path, node in schemas().items():
+        group, _, name = path.rpartition("/")
+        store.store(group="/".join(filter(None, (SCHEMA_GROUP, group))), name=name, node=node)
+
+
+def group_options(group: str) -> list[str]:
+    """The presets of a config group (`rope` -> ['dprope', 'llama3', ...])."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def describe(err: BaseException) -> str:
+    """Hydra's and OmegaConf's composition errors as one line ``<field>: <what>``."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dprope.config import omegaconf_error
+
+    if isinstance(err, ConfigError):
+        return str(err)
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        if group:
+            return f"{group}: unknown option '{option}' (available: {', '.join(group_options(group))})"
+    if isinstance(err, OverrideParseException):
+        return f"overrides: {err.override}: {first_line(err)}"
+    text = first_line(err)
+    if text.startswith("Could not override '"):  # a key that does not exist
+        return f"{text.split(chr(39))[1]}: unknown key"
+    if text.startswith("Could not delete from config. '"):
+        return f"{text.split(chr(39))[1]}: cannot be deleted (only a config group can: ~logger)"
+    for cause in (err, err.__cause__):
+        if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+            return str(omegaconf_error(cause))
+    return f"overrides: {text}"
+
+
+@dataclass
+class CommandLine:
+    overrides: list[str]
+    multirun: bool
+    checked: bool  # False when a Hydra flag (help, --cfg, another config) leaves the command to Hydra
+
+
+def split_command_line(argv: list[str]) -> CommandLine:
+    flags = [a for a in argv if a.startswith("-")]
+    return CommandLine(
+        overrides=[a for a in argv if not a.startswith("-")],
+        multirun=any(f in _HYDRA_FLAGS for f in flags),
+        checked=all(f in _HYDRA_FLAGS for f in flags),
+    )
+
+
+@contextlib.contextmanager
+def hydra_context(job_name: str) -> Iterator[Any]:
+    """Hydra initialised on the project's configs; yields its config loader (for ``glob``)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None, job_name=job_name):
+        yield GlobalHydra.instance().config_loader()
+
+
+def compose_job(config_name: str, overrides: list[str], job_num: int = 0):
+    """One job's config, its ``hydra`` node included and set as the current Hydra config, so
+    ``${hydra:...}`` interpolations resolve; raises ConfigError on any composition error."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    try:
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    except Exception as err:  # Hydra raises several kinds; each means a bad override
+        raise ConfigError(*describe(err).split(": ", 1)) from None
+    with open_dict(cfg):
+        cfg.hydra.job.num = job_num
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def compose_config(config_name: str, overrides: list[str] | tuple[str, ...] = ()):
+    """A composed config (schemas registered, overrides applied) without its ``hydra`` node, for
+    tests and scripts; raises ConfigError on a bad override."""
+    from omegaconf import open_dict
+
+    with hydra_context(config_name):
+        cfg = compose_job(config_name, list(overrides))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _parse(overrides: list[str], loader: Any) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+    except Exception as err:
+        raise ConfigError(*describe(err).split(": ", 1)) from None
+
+
+def sweep_jobs(config_name: str, overrides: list[str], loader: Any) -> list[list[str]]:
+    """Every job's overrides, expanded as Hydra's basic sweeper does: the config's
+    ``hydra.sweeper.params`` first, then the command line; the product of every sweep."""
+    parsed = _parse(overrides, loader)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    params = compose_job(config_name, fixed).hydra.sweeper.get("params") or {}
+    everything = _parse([f"{k}={v}" for k, v in params.items()] + overrides, loader)
+    choices: dict[str, list[str]] = {}
+    for override in everything:
+        key = override.get_key_element()
+        if override.is_interval_sweep():
+            raise ConfigError(
+                key.lstrip("+~"),
+                f"{override.get_value_string()}: an interval needs a sampling sweeper "
+                "(hydra/sweeper=optuna); the basic and SLURM sweeps take choice, range, glob or a list",
+            )
+        if override.is_sweep_override():
+            try:
+                values = list(override.sweep_string_iterator())
+            except Exception as err:
+                raise ConfigError(key.lstrip("+~"), first_line(err)) from None
+            choices[key] = [f"{key}={value}" for value in values]
+        else:
+            choices[key] = [override.input_line]
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
+def check_jobs(
+    config_name: str, argv: list[str], build: Callable[[Any], Any] | None
+) -> list[tuple[list[str], Any]]:
+    """Compose and build every job of a command line; returns (overrides, built) per job.
+
+    Raises ConfigError naming the field (and, in a sweep, the point) on the first bad job.
     """
-    for arg in argv:
-        if "=" not in arg or arg.startswith("hydra") or arg.startswith("-"):
-            continue
-        key, value = arg.split("=", 1)
-        group = key.lstrip("+~")
-        if "." in group or not (config_dir / group).is_dir():
-            continue
-        choices = [v.strip() for v in value.strip("[]").split(",")] if value.startswith("[") else [value]
-        if "," in value and not value.startswith("["):
-            choices = value.split(",")  # a multirun sweep: each option must exist
-        options = group_options(group, config_dir)
-        for choice in choices:
-            if choice and choice != "null" and choice not in options:
-                fail(f"{group}: unknown option '{choice}' (available: {', '.join(options)})")
+    line = split_command_line(argv)
+    jobs: list[tuple[list[str], Any]] = []
+    with hydra_context(config_name) as loader:
+        if line.multirun:
+            points = sweep_jobs(config_name, line.overrides, loader)
+        else:
+            parsed = _parse(line.overrides, loader)
+            sweeps = [o for o in parsed if o.is_sweep_override()]
+            if sweeps:
+                raise ConfigError(
+                    sweeps[0].get_key_element().lstrip("+~"),
+                    f"'{sweeps[0].get_value_string()}' is a sweep: add -m (--multirun)",
+                )
+            points = [line.overrides]
+        shared = set.intersection(*(set(p) for p in points)) if points else set()
+        for num, point in enumerate(points):
+            cfg = compose_job(config_name, point, num)
+            try:
+                jobs.append((point, build(cfg) if build else cfg))
+            except ConfigError as err:
+                if len(points) > 1:
+                    where = " ".join(o for o in point if o not in shared)
+                    raise ConfigError(err.field, f"{err.message} (sweep point {where})") from None
+                raise
+    return jobs
 
 
-def hydra_main(config_name: str) -> Callable[[Callable[..., object]], Callable[[], object]]:
-    """Decorator for an entry point: `@hydra_main("analyze") def main(cfg): ...`."""
+def check_command_line(config_name: str, argv: list[str], build: Callable[[Any], Any] | None) -> None:
+    """`check_jobs`, ending the process with a one-line error on bad input."""
+    if not split_command_line(argv).checked:
+        return
+    try:
+        check_jobs(config_name, argv, build)
+    except ConfigError as err:
+        fail(str(err))
+
+
+def hydra_main(
+    config_name: str, build: Callable[[Any], Any]
+) -> Callable[[Callable[[Any, Any], object]], Callable[[], object]]:
+    """Decorator for an entry point: ``@hydra_main("train", build_run) def main(cfg, run): ...``.
+
+    ``build(cfg)`` turns the composed config into the typed configs the task receives; it runs
+    for every job of the command line before Hydra starts any, and again inside each job.
+    """
     import hydra
 
-    def decorate(task: Callable[..., object]) -> Callable[[], object]:
+    def decorate(task: Callable[[Any, Any], object]) -> Callable[[], object]:
         @functools.wraps(task)
         def guarded(cfg):
             try:
-                return task(cfg)
+                return task(cfg, build(cfg))
             except ConfigError as err:
                 fail(str(err))
 
@@ -72,7 +264,8 @@ def hydra_main(config_name: str) -> Callable[[Callable[..., object]], Callable[[
         def entry():
             # the `deepspeed` launcher appends --local_rank=N; the rank is also in LOCAL_RANK
             sys.argv = [a for a in sys.argv if not a.startswith("--local_rank")]
-            check_group_overrides(sys.argv[1:])
+            register_schemas()
+            check_command_line(config_name, sys.argv[1:], build)
             return hydra_entry()
 
         return entry

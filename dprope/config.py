@@ -1,17 +1,22 @@
 """Typed configuration at the boundary.
 
-Entry points in `launch/` turn the composed Hydra config into the dataclasses declared next to
-the code that uses them (`RopeConfig`, `ModelConfig`, ...) with `from_mapping`. Code inside
-`dprope/` only ever sees those dataclasses, never a `DictConfig`. Every validation failure is a
-`ConfigError` whose message starts with the dotted name of the offending field, so the entry
-point can print it on one line and exit before any expensive work.
+Each config dataclass (`ModelConfig`, `RopeConfig` and its per-strategy subclasses, `DataConfig`,
+`TrainerConfig`, `LoggerConfig`, `EvalConfig`, `AnalysisConfig`) is the single source of its
+fields, types and defaults: `dprope.cli` registers it as the schema of its Hydra group and the
+YAML presets only override values. OmegaConf does the types; each dataclass's `__post_init__`
+does ranges and cross-field checks. Code inside `dprope/` only ever sees the dataclasses, never a
+`DictConfig`.
+
+Coercion is OmegaConf's: a string that spells a value of the field's type is taken (``'4'`` for
+an int, ``'1e-5'`` for a float, ``yes``/``no``/``on``/``off``/``1``/``0`` for a bool), a number
+where a string belongs becomes that string, and anything else (``'abc'`` or ``3.5`` for an int, a
+scalar for a list) is an error. Every failure is a `ConfigError` whose message starts with the
+dotted name of the offending field, so an entry point prints it on one line and exits 2 before
+any expensive work.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,90 +29,82 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
 
     def under(self, prefix: str) -> ConfigError:
         """The same error with its field name qualified by a parent key (``rope`` + ``factor``)."""
-        return ConfigError(f"{prefix}.{self.field}" if prefix else self.field, str(self).split(": ", 1)[1])
+        if not prefix or self.field == prefix or self.field.startswith(prefix + "."):
+            return self
+        return ConfigError(f"{prefix}.{self.field}", self.message)
 
 
-def _coerce(value: Any, annotation: Any, field: str) -> Any:
-    """Convert a plain YAML value to the annotated type, or raise a ConfigError naming `field`."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(field, "must be set (got null)")
-        non_none = [a for a in args if a is not type(None)]
-        errors = []
-        for arg in non_none:
-            try:
-                return _coerce(value, arg, field)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0]
-    if annotation is Any:
-        return value
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, Mapping):
-            raise ConfigError(field, f"expected a mapping, got {value!r}")
-        return from_mapping(annotation, value, prefix=field)
-    if origin in (list, tuple):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(field, f"expected a list, got {value!r}")
-        item_type = args[0] if args else Any
-        items = [_coerce(v, item_type, f"{field}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or annotation is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(field, f"expected a mapping, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(field, f"expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(field, f"expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(field, f"expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(field, f"expected a string, got {value!r}")
-        return value
-    return value
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, for a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def omegaconf_error(err: Exception, prefix: str = "") -> ConfigError:
+    """An OmegaConf validation error as a `ConfigError` naming the full key."""
+    key = getattr(err, "full_key", None) or ""
+    message = getattr(err, "msg", None) or first_line(err)
+    message = first_line(ValueError(message))
+    if "not in struct" in message or "Missing key" in message:
+        message = "unknown key"
+    field = f"{prefix}.{key}" if prefix and key else (key or prefix or "config")
+    return ConfigError(field, message)
+
+
+def _check_known_keys(node: Any, path: str) -> None:
+    """Refuse keys a schema does not declare: Hydra's ``+key=value`` force-adds them, and
+    OmegaConf's `to_object` would silently drop them."""
+    import dataclasses
+
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    declared = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        where = f"{path}.{key}" if path else str(key)
+        if declared is not None and key not in declared:
+            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(declared))})")
+        if not OmegaConf.is_interpolation(node, key) and not OmegaConf.is_missing(node, key):
+            _check_known_keys(node[key], where)
+
+
+def to_typed(node: Any, prefix: str = "") -> Any:
+    """The dataclass instance a schema-typed OmegaConf node describes (interpolations resolved,
+    `__post_init__` run); errors name ``<prefix>.<field>``."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _check_known_keys(node, prefix)
+    try:
+        return OmegaConf.to_object(node)
+    except ConfigError as err:
+        raise err.under(prefix) from None
+    except OmegaConfBaseException as err:
+        inside = (getattr(err, "full_key", None) or "").startswith(prefix)
+        raise omegaconf_error(err, "" if inside else prefix) from None
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") -> T:
-    """Build dataclass `cls` from a plain mapping (for example `OmegaConf.to_container(cfg.rope)`).
+    """Build dataclass `cls` from a plain mapping through its OmegaConf schema.
 
     Unknown keys are an error (a typo must not be silently ignored); missing keys take the
-    dataclass default. Errors raised by `__post_init__` are re-qualified with `prefix`.
+    dataclass default; errors, `__post_init__`'s included, name ``<prefix>.<field>``.
     """
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(name, f"unknown key (known: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, value in data.items():
-        qualified = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], qualified)
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        if prefix and not err.field.startswith(prefix + "."):
-            raise err.under(prefix) from None
-        raise
+        node = OmegaConf.merge(OmegaConf.structured(cls), dict(data or {}))
+    except OmegaConfBaseException as err:
+        raise omegaconf_error(err, prefix) from None
+    return to_typed(node, prefix)
 
 
 def local_path(name: str) -> Path | None:
@@ -118,9 +115,3 @@ def local_path(name: str) -> Path | None:
     """
     path = Path(name).expanduser()
     return path if name.startswith((".", "/", "~")) or path.exists() else None
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, for a one-line error."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

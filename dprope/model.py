@@ -26,11 +26,11 @@ class ModelConfig:
     head_dim: int = 16  # rotary dimension per head (d)
     rope_theta: float = 10000.0  # RoPE base
     original_max_position_embeddings: int = 256  # pre-training context L
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
+    hidden_size: int = 64  # model width (architecture fields: random init and FLOP counts)
+    num_hidden_layers: int = 2  # decoder layers
+    num_attention_heads: int = 4  # query heads (hidden_size = heads x head_dim for Llama)
     num_key_value_heads: int | None = None  # null = num_attention_heads (no GQA)
-    intermediate_size: int = 128
+    intermediate_size: int = 128  # SwiGLU MLP width
     vocab_size: int = 260  # the built-in byte tokenizer's size for the tiny preset
 
     def __post_init__(self) -> None:

@@ -11,23 +11,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from dprope.cli import hydra_main
-from dprope.config import from_mapping
+from dprope.config import to_typed
 from dprope.model import ModelConfig
-from dprope.rope.registry import rope_config
+from dprope.rope.registry import RopeConfig
 from dprope.rope.report import AnalysisConfig, format_pairs, format_table, run_analysis, write_json
 
 
-@hydra_main("analyze")
-def main(cfg) -> None:
-    model = from_mapping(ModelConfig, OmegaConf.to_container(cfg.model, resolve=True), prefix="model")
-    rope = rope_config(OmegaConf.to_container(cfg.rope, resolve=True))
-    settings = from_mapping(
-        AnalysisConfig, OmegaConf.to_container(cfg.analysis, resolve=True), prefix="analysis"
-    )
+def build(cfg) -> tuple[ModelConfig, RopeConfig, AnalysisConfig]:
+    return to_typed(cfg.model, "model"), to_typed(cfg.rope, "rope"), to_typed(cfg.analysis, "analysis")
 
+
+@hydra_main("analyze", build)
+def main(cfg, typed: tuple[ModelConfig, RopeConfig, AnalysisConfig]) -> None:
+    model, rope, settings = typed
     result = run_analysis(model, rope, settings)
     print(format_table(result), end="\n\n")
     print(format_pairs(result), end="\n\n")

@@ -12,31 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from dprope.cli import hydra_main
-from dprope.config import from_mapping
+from dprope.eval.job import EvalJob
 from dprope.eval.report import log_to_wandb, write_results
-from dprope.eval.suite import EvalReport, eval_config, run_suite
-from dprope.model import ModelConfig
-from dprope.train.config import LoggerConfig
+from dprope.eval.suite import EvalReport, run_suite
 
 
-def _container(cfg, key: str):
-    return OmegaConf.to_container(cfg[key], resolve=True) if key in cfg and cfg[key] is not None else None
-
-
-@hydra_main("evaluate")
-def main(cfg) -> None:
-    model = from_mapping(ModelConfig, _container(cfg, "model"), prefix="model")
-    settings = eval_config(_container(cfg, "eval"))
-    logger = from_mapping(LoggerConfig, _container(cfg, "logger"), prefix="logger")
-    data = None
-    if "perplexity" in settings.tasks and _container(cfg, "data") is not None:
-        from dprope.data import data_config
-
-        data = data_config(_container(cfg, "data"))
-
+@hydra_main("evaluate", EvalJob.from_config)
+def main(cfg, job: EvalJob) -> None:
+    settings = job.eval
     if settings.output_dir:
         output_dir = Path(settings.output_dir)
     else:
@@ -49,18 +33,18 @@ def main(cfg) -> None:
         print(f"\n## {name}\n\n{report.benchmarks[name].markdown}\n", flush=True)
         write_results(report, output_dir)
 
-    report = run_suite(model, settings, data, on_result)
+    report = run_suite(job.model, settings, job.data, on_result)
     figures = []
     if settings.plots:
         from dprope.eval.plots import plot_benchmark
 
         for result in report.benchmarks.values():
-            figures += plot_benchmark(result, model.name, output_dir)
+            figures += plot_benchmark(result, job.model.name, output_dir)
     for path in [*write_results(report, output_dir), *figures]:
         print(f"wrote: {path}")
 
-    if logger.kind == "wandb":
-        log_to_wandb(logger, output_dir, report, figures)
+    if job.logger.kind == "wandb":
+        log_to_wandb(job.logger, output_dir, report, figures)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,15 @@ import logging
 from omegaconf import OmegaConf
 
 from dprope.cli import hydra_main
-from dprope.train.loop import RunConfig, train
+from dprope.train.config import RunConfig
 
 
-@hydra_main("train")
-def main(cfg) -> None:
+@hydra_main("train", RunConfig.from_config)
+def main(cfg, run: RunConfig) -> None:
+    from dprope.train.loop import train  # DeepSpeed loads only once the whole command line checks
+
     logging.getLogger("dprope").setLevel(logging.INFO)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    run = RunConfig.from_plain(plain)
-    code = train(run, plain)
+    code = train(run, OmegaConf.to_container(cfg, resolve=True))
     if code:  # a clean finish returns, so a multirun (local or SLURM) records it and goes on
         raise SystemExit(code)
 

@@ -1,4 +1,5 @@
-"""The data configuration: `DataConfig` mirrors `configs/data/*.yaml`, key for key.
+"""The data configuration: `DataConfig` is the schema of `configs/data/*.yaml` (the presets
+override its defaults, which are the embedded corpus's).
 
 Three sources, chosen by the explicit ``source`` key (never by which keys happen to be set):
 
@@ -34,7 +35,7 @@ class DataConfig:
     hub_id: str | None = None  # source=hub: a hub dataset id, or a local directory laid out like one
     hub_config: str | None = None  # source=hub: the dataset's configuration name; null = its default
     revision: str | None = None  # source=hub: branch, tag or commit (pin it: the key sees only this string)
-    paths: dict[str, list[str]] = field(default_factory=dict)  # source=files: split -> files or globs
+    paths: dict[str, Any] = field(default_factory=dict)  # source=files: split -> a file, glob or list of them
     text_field: str = "text"  # column holding each document's text
     train_split: str = "train"  # split packed for training
     eval_splits: list[str] = field(default_factory=lambda: ["validation", "test"])  # for eval_documents

@@ -1,7 +1,7 @@
 """The one place that names the RoPE strategies: their typed configs, functions and exporters.
 
-`configs/rope/<name>.yaml` holds the same fields as the matching config class below; the
-`name` field selects the class, so a key that does not belong to the chosen strategy is an error
+Each strategy's config class is the schema of `configs/rope/<name>.yaml` (registered by
+`dprope.cli.register_schemas`), so a key that does not belong to the chosen strategy is an error
 (``rope.num_intervals`` with ``rope=pi``), never silently ignored.
 """
 
@@ -23,11 +23,13 @@ class RopeConfig:
     """Fields every strategy has."""
 
     name: str = "none"  # strategy name, a key of STRATEGIES
-    factor: float = 1.0  # s = target length / pre-training length (2 for 8k, 4 for 16k on LLaMA-2)
+    factor: float = 2.0  # s = target length / pre-training length (2 for 8k, 4 for 16k on LLaMA-2)
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
             raise ConfigError("name", f"unknown strategy {self.name!r} (available: {', '.join(STRATEGIES)})")
+        if not isinstance(self, STRATEGIES[self.name].config):
+            raise ConfigError("name", f"{self.name!r} has its own options: choose it with rope={self.name}")
         if not self.factor >= 1:
             raise ConfigError("factor", f"must be >= 1 (got {self.factor})")
 
@@ -42,7 +44,7 @@ class RopeConfig:
 
 @dataclass
 class YarnConfig(RopeConfig):
-    name: str = "yarn"
+    name: str = "yarn"  # fixed by the preset (rope=yarn)
     beta_fast: float = 32.0  # pairs making more rotations than this over L extrapolate (YaRN's beta)
     beta_slow: float = 1.0  # pairs making fewer rotations than this over L interpolate (YaRN's alpha)
     attention_factor: float | None = None  # cos/sin scale; null = 0.1 * ln(s) + 1
@@ -60,7 +62,7 @@ class YarnConfig(RopeConfig):
 
 @dataclass
 class Llama3Config(RopeConfig):
-    name: str = "llama3"
+    name: str = "llama3"  # fixed by the preset (rope=llama3)
     low_freq_factor: float = 1.0  # wavelengths above L / low_freq_factor interpolate
     high_freq_factor: float = 4.0  # wavelengths below L / high_freq_factor extrapolate
 
@@ -75,7 +77,7 @@ class Llama3Config(RopeConfig):
 
 @dataclass
 class DPRoPEConfig(RopeConfig):
-    name: str = "dprope"
+    name: str = "dprope"  # fixed by the preset (rope=dprope)
     num_intervals: int = 360  # B: equal intervals of [0, 2pi) for the angle histograms
     threshold: float = 0.0  # t: scale pair i iff D_E(i) - D_best(i) > t (0 = per-pair argmin)
     num_interpolated_dims: int | None = None  # k rotary dims (2 per pair) to scale; overrides threshold

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dprope.config import ConfigError, from_mapping
-from dprope.data.config import DataConfig, data_config
+from dprope.config import ConfigError, to_typed
+from dprope.data.config import DataConfig
 from dprope.model import ModelConfig
-from dprope.rope.registry import RopeConfig, rope_config
+from dprope.rope.registry import RopeConfig
 
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
@@ -130,12 +130,15 @@ class RunConfig:
     logger: LoggerConfig
 
     @classmethod
-    def from_plain(cls, plain: dict[str, Any]) -> RunConfig:
-        """The typed run from the resolved Hydra config as plain containers; errors name the field."""
-        return cls(
-            model=from_mapping(ModelConfig, plain["model"], prefix="model"),
-            rope=rope_config(plain["rope"]),
-            data=data_config(plain["data"]),
-            trainer=from_mapping(TrainerConfig, plain["trainer"], prefix="trainer"),
-            logger=from_mapping(LoggerConfig, plain["logger"], prefix="logger"),
+    def from_config(cls, cfg: Any) -> RunConfig:
+        """The typed run from a composed config (`configs/train.yaml` and its overrides): the one
+        builder that training, data preparation and submission share. Errors name the field."""
+        run = cls(
+            **{name: to_typed(cfg[name], name) for name in ("model", "rope", "data", "trainer", "logger")}
         )
+        target = run.model.scaling(run.rope).target_length
+        if run.data.max_length > target:
+            raise ConfigError(
+                "data.max_length", f"{run.data.max_length} exceeds the target context s x L = {target}"
+            )
+        return run

@@ -28,7 +28,6 @@ DPROPE_REQUIRE_ACCOUNT=1, for rules SLURM cannot tell) is given.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -38,8 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from dprope.cli import CONFIG_DIR, check_group_overrides, fail  # noqa: E402
-from dprope.config import ConfigError, from_mapping  # noqa: E402
+from dprope.cli import check_jobs, fail  # noqa: E402
+from dprope.config import ConfigError  # noqa: E402
 
 SCRIPTS = {
     "train": ROOT / "scripts" / "slurm" / "train.sbatch",
@@ -82,102 +81,44 @@ def parse_args(argv: list[str]) -> Request:
 # ---- the Hydra side: compose every job, build the typed configs ----
 
 
-def one_line(err: Exception) -> str:
-    """Hydra's multi-line composition errors as `<field>: <message>`."""
-    text = str(err).strip()
-    missing = re.search(r"Could not find '(.+)/([^/']+)'", text)
-    if missing:
-        group, option = missing.groups()
-        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
-        return f"{group}: unknown option '{option}' (available: {', '.join(options)})"
-    override = re.search(r"Could not override '([^']+)'", text)
-    if override:
-        cause = str(err.__cause__ or "").strip().splitlines()
-        return f"{override.group(1)}: {cause[0] if cause else 'cannot be overridden'}"
-    return f"overrides: {text.splitlines()[0]}"
-
-
-def compose(entry: str, overrides: list[str], job_num: int = 0):
-    """The job's config with its `hydra` node, interpolations into it resolvable."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None, job_name=entry):
-            cfg = hydra_compose(CONFIG_NAMES[entry], overrides=overrides, return_hydra_config=True)
-    except Exception as err:  # Hydra raises several kinds; all mean a bad override
-        fail(one_line(err))
-    with open_dict(cfg):
-        cfg.hydra.job.num = job_num
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
-def sweep_jobs(entry: str, overrides: list[str]) -> list[list[str]]:
-    """Every job's overrides, expanded as Hydra's basic sweeper does (config `hydra.sweeper.params`
-    first, then the command line)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides(overrides)
-    except Exception as err:
-        fail(one_line(err))
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    params = compose(entry, fixed).hydra.sweeper.get("params") or {}
-    try:
-        everything = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
-        return BasicSweeper.split_arguments(everything, None)[0]
-    except Exception as err:
-        fail(one_line(err))
-
-
-def check_train(cfg, world_size: int, gpus_per_node: int) -> str:
-    """The checks the trainer makes before it touches a device; returns the run directory."""
+def launcher_of(cfg) -> dict:
+    """The job's `hydra.launcher` settings, resolved (the sweep's sbatch request)."""
     from omegaconf import OmegaConf
 
-    from dprope.data import data_config
-    from dprope.model import ModelConfig
-    from dprope.rope.registry import rope_config
-    from dprope.train.config import LoggerConfig, TrainerConfig
+    return OmegaConf.to_container(cfg.hydra.launcher, resolve=True) if "launcher" in cfg.hydra else {}
+
+
+def build_job(entry: str):
+    """The entry point's own builder (one per entry point), plus the launcher settings."""
+    if entry == "train":
+        from dprope.train.config import RunConfig
+
+        return lambda cfg: (RunConfig.from_config(cfg), launcher_of(cfg))
+    from dprope.eval.job import EvalJob
+
+    return lambda cfg: (EvalJob.from_config(cfg), launcher_of(cfg))
+
+
+def compose_jobs(request: Request) -> list[tuple[list[str], tuple]]:
+    """Every job of the request, composed and built as its entry point will (one-line errors)."""
+    argv = (["-m"] if request.multirun else []) + request.overrides
+    try:
+        return check_jobs(CONFIG_NAMES[request.entry], argv, build_job(request.entry))
+    except ConfigError as err:
+        fail(str(err))
+
+
+def check_train(run, world_size: int, gpus_per_node: int) -> str:
+    """The checks the trainer makes before it touches a device; returns the run directory."""
     from dprope.train.engine import check_pretrained
 
-    plain = {
-        k: OmegaConf.to_container(cfg[k], resolve=True)
-        for k in ("model", "rope", "data", "trainer", "logger")
-    }
-    model = from_mapping(ModelConfig, plain["model"], prefix="model")
-    rope = rope_config(plain["rope"])
-    data = data_config(plain["data"])
-    trainer = from_mapping(TrainerConfig, plain["trainer"], prefix="trainer")
-    from_mapping(LoggerConfig, plain["logger"], prefix="logger")
-    check_pretrained(model)
-    target = model.scaling(rope).target_length
-    if data.max_length > target:
-        raise ConfigError("data.max_length", f"{data.max_length} exceeds the target context s x L = {target}")
-    trainer.accumulation_steps(world_size)
-    if trainer.precision == "bf16" and gpus_per_node == 0:
+    check_pretrained(run.model)
+    run.trainer.accumulation_steps(world_size)
+    if run.trainer.precision == "bf16" and gpus_per_node == 0:
         raise ConfigError(
             "trainer.precision", "bf16 needs a CUDA GPU; the job requests none (use fp32 or auto)"
         )
-    return trainer.output_dir
-
-
-def check_eval(cfg) -> None:
-    from omegaconf import OmegaConf
-
-    from dprope.eval.suite import eval_config
-    from dprope.model import ModelConfig
-    from dprope.train.config import LoggerConfig
-    from dprope.train.engine import check_pretrained
-
-    model = from_mapping(ModelConfig, OmegaConf.to_container(cfg.model, resolve=True), prefix="model")
-    eval_config(OmegaConf.to_container(cfg.eval, resolve=True))
-    from_mapping(LoggerConfig, OmegaConf.to_container(cfg.logger, resolve=True), prefix="logger")
-    check_pretrained(model)
+    return run.trainer.output_dir
 
 
 # ---- the SLURM side: what the job asks for, and whether the cluster takes it ----
@@ -208,11 +149,8 @@ def as_int(value: str | None, name: str) -> int:
         fail(f"sbatch: {name}: expected a number (got {value!r})")
 
 
-def launcher_options(cfg) -> list[str]:
+def launcher_options(launcher: dict) -> list[str]:
     """The sbatch options the submitit launcher will use, for `sbatch --test-only`."""
-    from omegaconf import OmegaConf
-
-    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     names = {
         "partition": "partition",
         "account": "account",
@@ -253,10 +191,10 @@ def check_cluster(options: list[str], script: Path | None) -> None:
         fail(f"slurm: {message} (options: {' '.join(options) or 'none'}; SBATCH_* variables apply too)")
 
 
-def resources(request: Request, first_job: list[str]) -> tuple[list[str], int, int, int]:
+def resources(request: Request, launcher: dict) -> tuple[list[str], int, int, int]:
     """The sbatch options of the request, and the nodes, processes and GPUs per node they give."""
     if request.multirun:
-        options = launcher_options(compose("train", first_job))
+        options = launcher_options(launcher)
         nodes = as_int(option(options, "--nodes"), "nodes")
         gpus = as_int(option(options, "--gpus-per-node") or 0, "gpus-per-node")
         return options, nodes, as_int(option(options, "--ntasks-per-node"), "ntasks-per-node"), gpus
@@ -280,20 +218,27 @@ def resources(request: Request, first_job: list[str]) -> tuple[list[str], int, i
     return options, nodes, procs, gpus
 
 
-def check_jobs(request: Request, jobs: list[list[str]], world_size: int, gpus: int) -> list[str]:
-    """Every job's configs; returns the run directories (training)."""
-    shared = set.intersection(*(set(job) for job in jobs))
+def check_runs(
+    request: Request, jobs: list[tuple[list[str], tuple]], world_size: int, gpus: int
+) -> list[str]:
+    """Every training job against the requested processes; returns the run directories."""
+    if request.entry != "train":
+        for _, (job, _) in jobs:
+            from dprope.train.engine import check_pretrained
+
+            try:
+                check_pretrained(job.model)
+            except ConfigError as err:
+                fail(str(err))
+        return []
+    shared = set.intersection(*(set(point) for point, _ in jobs))
     run_dirs: dict[str, list[str]] = {}
-    for num, job in enumerate(jobs):
-        cfg = compose(request.entry, job, num)
-        point = " ".join(o for o in job if o not in shared)
+    for point, (run, _) in jobs:
+        where = " ".join(o for o in point if o not in shared)
         try:
-            if request.entry == "train":
-                run_dirs.setdefault(check_train(cfg, world_size, gpus), []).append(point)
-            else:
-                check_eval(cfg)
+            run_dirs.setdefault(check_train(run, world_size, gpus), []).append(where)
         except ConfigError as err:
-            fail(f"{err}" + (f" (sweep point {point})" if request.multirun else ""))
+            fail(f"{err}" + (f" (sweep point {where})" if request.multirun else ""))
     for directory, points in run_dirs.items():
         if len(points) > 1:
             fail(
@@ -304,12 +249,11 @@ def check_jobs(request: Request, jobs: list[list[str]], world_size: int, gpus: i
 
 def main(argv: list[str]) -> int:
     request = parse_args(argv)
-    check_group_overrides(request.overrides)
     if request.multirun and not any(o.startswith("hydra/launcher=") for o in request.overrides):
         request.overrides.insert(0, "hydra/launcher=slurm")
-    jobs = sweep_jobs(request.entry, request.overrides) if request.multirun else [request.overrides]
-    options, nodes, procs, gpus = resources(request, jobs[0])
-    run_dirs = check_jobs(request, jobs, nodes * procs, gpus)
+    jobs = compose_jobs(request)
+    options, nodes, procs, gpus = resources(request, jobs[0][1][1])
+    run_dirs = check_runs(request, jobs, nodes * procs, gpus)
     check_cluster(options, None if request.multirun else SCRIPTS[request.entry])
 
     if request.multirun:

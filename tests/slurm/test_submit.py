@@ -27,7 +27,7 @@ def submit():
         (["-p", "gpu"], "sbatch: write -p in its long form"),
         (["--gpus-per-node=0", "trainer.precision=bf16"], "trainer.precision: bf16 needs a CUDA GPU"),
         (["--gpus-per-node=0", "rope.factor=0.5"], "rope.factor: "),
-        (["--gpus-per-node=0", "model.foo=1"], "model.foo: Key 'foo' is not in struct"),
+        (["--gpus-per-node=0", "model.foo=1"], "model.foo: unknown key"),
         (
             ["+experiment=tiny_cpu_ours"],  # 8 GPUs by default: 8 x micro 4 > global 8
             "trainer.global_batch_size: 8 is not divisible by micro_batch_size x world size = 4 x 8",
@@ -60,7 +60,7 @@ def submit():
         ),
         (
             ["-m", "+experiment=llama7b_8k_pi", "+sweep=num_intervals"],
-            "rope.num_intervals: Key 'num_intervals' is not",
+            "rope.num_intervals: unknown key",
         ),
         (
             [
@@ -91,12 +91,11 @@ def test_sweep_presets_expand_to_the_papers_values(submit):
         ("interpolated_dims", "rope.num_interpolated_dims", ["56", "64", "72", "80", "88", "96"]),
         ("num_intervals", "rope.num_intervals", ["90", "180", "360", "720"]),
     ):
-        jobs = submit.sweep_jobs("train", ["+experiment=llama7b_8k_ours", f"+sweep={preset}"])
-        assert [o.split("=")[1] for job in jobs for o in job if o.startswith(f"{key}=")] == values
-        run_dirs = set()
-        for num, job in enumerate(jobs):
-            cfg = submit.compose("train", job, num)
-            run_dirs.add(submit.check_train(cfg, world_size=8, gpus_per_node=8))
+        request = submit.parse_args(["-m", "+experiment=llama7b_8k_ours", f"+sweep={preset}"])
+        jobs = submit.compose_jobs(request)
+        assert [o.split("=")[1] for job, _ in jobs for o in job if o.startswith(f"{key}=")] == values
+        assert [run.rope.name for _, (run, _) in jobs] == ["dprope"] * len(values)
+        run_dirs = set(submit.check_runs(request, jobs, world_size=8, gpus=8))
         assert run_dirs == {
             f"outputs/sweep/train/llama2-7b_s2.0_{preset}/{num}_{'k' if 'dims' in preset else 'B'}{value}"
             for num, value in enumerate(values)

@@ -11,19 +11,18 @@ import json
 import math
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dprope.cli import CONFIG_DIR, group_options
-from dprope.train.loop import RunConfig, train
+from dprope.cli import CONFIG_DIR, compose_config, group_options
+from dprope.train.config import RunConfig
+from dprope.train.loop import train
 
 PRESETS = group_options("experiment")
 EXPECTED_ROPE_TYPE = {"pi": "linear", "yarn": "yarn", "dprope": "longrope"}
 
 
 def compose_preset(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose("train", overrides=[f"+experiment={name}", *overrides])
+    return compose_config("train", [f"+experiment={name}", *overrides])
 
 
 def test_the_paper_settings_are_all_there():
@@ -64,9 +63,8 @@ def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
     if tiny_k is not None:
         overrides.append(f"rope.num_interpolated_dims={tiny_k}")
     cfg = compose_preset(name, overrides)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    run = RunConfig.from_plain(plain)
-    assert train(run, plain) == 0
+    run = RunConfig.from_config(cfg)
+    assert train(run, OmegaConf.to_container(cfg, resolve=True)) == 0
     (record,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert record["step"] == 1 and math.isfinite(record["loss"])
     exported = json.loads((tmp_path / "hf" / "config.json").read_text())

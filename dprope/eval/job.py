@@ -1,0 +1,32 @@
+"""The typed evaluation job built from a composed `configs/evaluate.yaml`: the one builder that
+`launch/eval.py` and `scripts/slurm/submit.py --eval` share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dprope.config import to_typed
+from dprope.data.config import DataConfig
+from dprope.eval.suite import EvalConfig
+from dprope.model import ModelConfig
+from dprope.train.config import LoggerConfig
+
+
+@dataclass
+class EvalJob:
+    model: ModelConfig
+    eval: EvalConfig
+    logger: LoggerConfig
+    data: DataConfig | None  # perplexity's documents; None when no benchmark reads a data preset
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> EvalJob:
+        settings = to_typed(cfg.eval, "eval")
+        data = cfg.get("data")  # `~data` removes the group
+        return cls(
+            model=to_typed(cfg.model, "model"),
+            eval=settings,
+            logger=to_typed(cfg.logger, "logger"),
+            data=to_typed(data, "data") if data is not None and "perplexity" in settings.tasks else None,
+        )
