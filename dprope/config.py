@@ -39,10 +39,13 @@ class ConfigError(ValueError):
         return ConfigError(f"{prefix}.{self.field}", self.message)
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, for a one-line error."""
+def first_line(err: BaseException, with_type: bool = False) -> str:
+    """The first line of an exception's message, for a one-line error (``with_type``: prefixed
+    with the exception's class, where the message alone would not say what failed)."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    if not text:
+        return type(err).__name__
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if with_type else text.splitlines()[0]
 
 
 def omegaconf_error(err: Exception, prefix: str = "") -> ConfigError:

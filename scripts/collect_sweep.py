@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from dprope.cli import fail
+from dprope.eval.common import markdown_table
 
 IGNORED_SUFFIXES = ("output_dir", "cache_dir", "cache_path", "run_name")  # differ per run by design
 
@@ -117,12 +118,6 @@ def table(runs: list[dict[str, Any]], keys: list[str]) -> tuple[list[str], list[
     return header, rows
 
 
-def markdown(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def plot(runs: list[dict[str, Any]], keys: list[str], path: Path) -> None:
     """Final loss and disturbance against the first swept key, one line per value of the others."""
     import matplotlib
@@ -181,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     header, rows = table(runs, keys)
     output = args.output or args.sweep_dir
     output.mkdir(parents=True, exist_ok=True)
-    text = markdown(header, rows)
+    text = markdown_table(header, [[fmt(v) for v in row] for row in rows])
     (output / "sweep.md").write_text(text + "\n")
     with open(output / "sweep.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, first_line
 from dprope.data.config import DataConfig
 from dprope.data.embedded import EMBEDDED_SPLITS, embedded_dataset, embedded_files
 
@@ -143,7 +143,7 @@ def _load_hub(cfg: DataConfig, split: str, split_field: str, streaming: bool):
     except (OSError, ValueError, RuntimeError) as err:  # not found, offline, a loading-script repository
         if isinstance(err, ConfigError):
             raise
-        message = first_line(err)
+        message = first_line(err, with_type=True)
         if "scripts are no longer supported" in message:
             message += " (use its parquet export, data.revision=refs/convert/parquet, or a mirror such as emozilla/pg19)"
         raise ConfigError("data.hub_id", f"cannot load {cfg.hub_id!r}: {message}") from None
@@ -172,7 +172,9 @@ def _load_files(cfg: DataConfig, files: list[Path], streaming: bool):
             )
         except Exception as err:  # a malformed file: name the field, not the parser's internals
             cause = err.__cause__ or err
-            raise ConfigError("data.paths", f"cannot read the {builder} files: {first_line(cause)}") from None
+            raise ConfigError(
+                "data.paths", f"cannot read the {builder} files: {first_line(cause, with_type=True)}"
+            ) from None
         parts.append(_text_column(part, cfg, f"the {builder} files"))
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
@@ -189,8 +191,3 @@ def _text_column(dataset, cfg: DataConfig, where: str):
             "data.text_field", f"no column {cfg.text_field!r} in {where} (columns: {list(columns)})"
         )
     return dataset.select_columns([cfg.text_field])
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__

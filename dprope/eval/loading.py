@@ -16,7 +16,7 @@ from typing import Any
 
 from dprope.config import ConfigError, first_line, local_path
 from dprope.data.tokenizer import load_tokenizer
-from dprope.model import ModelConfig
+from dprope.model import ModelConfig, flash_attn_available
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 
@@ -80,14 +80,7 @@ def resolve_device(device: str | None) -> str:
 
 def attention_implementation(device: str) -> str:
     """FlashAttention-2 where it can run (the package imports and the device is CUDA), else SDPA."""
-    if device.startswith("cuda"):
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
+    return "flash_attention_2" if device.startswith("cuda") and flash_attn_available() else "sdpa"
 
 
 def load_eval_tokenizer(checkpoint: Checkpoint):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, first_line
 from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table, mean
 from dprope.eval.generation import greedy_generate
 from dprope.eval.longbench_metrics import score_sample
@@ -103,7 +103,7 @@ def read_hub(dataset: str) -> list[dict[str, Any]]:
 
         rows = load_dataset(HUB_DATASET, dataset, split="test")
     except Exception as err:  # the hub raises many kinds; all mean "not available here"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise ConfigError(
             "eval.longbench_e.data_dir",
             f"cannot load {HUB_DATASET}/{dataset} from the hub ({first}); unzip the official data.zip and set this",

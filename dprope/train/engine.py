@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from dprope.config import ConfigError, first_line, local_path
-from dprope.model import ModelConfig, apply_rope
+from dprope.model import ModelConfig, apply_rope, flash_attn_available
 from dprope.rope.registry import RopeConfig
 from dprope.rope.strategies import RopeScaling
 from dprope.train.config import TrainerConfig
@@ -99,22 +99,12 @@ def resolve_precision(trainer: TrainerConfig) -> str:
 def resolve_attention(trainer: TrainerConfig) -> str:
     """flash_attention_2 when flash-attn imports (and a GPU is present), else PyTorch SDPA."""
     if trainer.attn_implementation != "auto":
-        if trainer.attn_implementation == "flash_attention_2" and not _flash_attn_available():
+        if trainer.attn_implementation == "flash_attention_2" and not flash_attn_available():
             raise ConfigError(
                 "trainer.attn_implementation", "flash_attention_2 needs flash-attn and a CUDA GPU"
             )
         return trainer.attn_implementation
-    return "flash_attention_2" if _flash_attn_available() else "sdpa"
-
-
-def _flash_attn_available() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return "flash_attention_2" if flash_attn_available() else "sdpa"
 
 
 def deepspeed_config(trainer: TrainerConfig, world_size: int, precision: str) -> dict[str, Any]:

@@ -228,14 +228,18 @@ def train_step(job: Job, stop: StopRequest) -> StepResult:
         engine.step()
         loss_sum += loss.detach().float()
         del loss
-    shared = torch.stack([loss_sum, torch.tensor(float(bool(stop)), device=device)])
+    # ZeRO-3 keeps the global gradient norm as a device tensor: read it in the same single sync
+    reported = engine.get_global_grad_norm()
+    norm = torch.as_tensor(0.0 if reported is None else reported, device=device, dtype=torch.float32)
+    flag = torch.tensor(float(bool(stop)), device=device)
+    shared = torch.stack([loss_sum, flag, norm.detach().reshape(())])
     if dist.is_initialized():
         dist.all_reduce(shared)
-    loss_value, stop_flag = shared.tolist()
-    grad_norm = engine.get_global_grad_norm()
+    loss_value, stop_flag, norm_sum = shared.tolist()  # the step's one host sync
+    world = job.runtime.world_size if dist.is_initialized() else 1
     return StepResult(
-        loss=loss_value / (job.accumulation * job.runtime.world_size),
-        grad_norm=float(grad_norm) if grad_norm is not None else None,
+        loss=loss_value / (job.accumulation * world),
+        grad_norm=None if reported is None else norm_sum / world,  # the same global norm on every rank
         stop_requested=stop_flag > 0,
         elapsed=time.perf_counter() - start,
     )
