@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from dprope.cli import CONFIG_DIR
+from dprope.cli import compose_config
 from dprope.config import ConfigError
 from dprope.data import build_train_dataset, data_config, eval_documents
 from dprope.data.embedded import embedded_files
@@ -47,7 +47,7 @@ def pg19_repo(tmp_path) -> Path:
 
 
 def pg19_cfg(repo: Path, tmp_path: Path, **changes):
-    plain = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / "pg19.yaml"))
+    plain = OmegaConf.to_container(compose_config("evaluate", ["data=pg19"]).data)
     plain.update(
         hub_id=str(repo), max_length=256, batch_size=2, num_proc=1, cache_dir=str(tmp_path / "cache")
     )
