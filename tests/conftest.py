@@ -12,6 +12,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def config_schemas():
+    """Hydra's ConfigStore holds the config dataclasses, which every preset starts from."""
+    from dprope.cli import register_schemas
+
+    register_schemas()
+
+
 @pytest.fixture
 def tiny_model_cfg():
     """The `model=tiny` preset as a typed config."""
