@@ -112,9 +112,17 @@ class EvalReport:
 
 
 def run_suite(
-    model_cfg, settings: EvalConfig, data_cfg=None, on_result: Callable[[EvalReport], None] | None = None
+    model_cfg,
+    settings: EvalConfig,
+    data_cfg=None,
+    on_result: Callable[[EvalReport], None] | None = None,
+    rope=None,
 ) -> EvalReport:
-    """Run ``settings.tasks`` on ``model_cfg.pretrained``; ``on_result`` sees the report after each benchmark."""
+    """Run ``settings.tasks`` on ``model_cfg.pretrained``; ``on_result`` sees the report after each benchmark.
+
+    ``rope`` (a `RopeConfig`) applies that strategy to the checkpoint at load time, without
+    fine-tuning (`dprope.eval.loading.apply_strategy`).
+    """
     import torch
 
     from dprope.eval.loading import (
@@ -125,7 +133,7 @@ def run_suite(
         resolve_device,
     )
 
-    checkpoint = resolve_checkpoint(model_cfg)
+    checkpoint = resolve_checkpoint(model_cfg, rope)
     tokenizer = load_eval_tokenizer(checkpoint)
     ctx = EvalContext(
         checkpoint.max_positions,
