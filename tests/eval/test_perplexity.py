@@ -4,6 +4,7 @@ and an end-to-end run over local files through the data module."""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -223,3 +224,35 @@ def test_default_lengths_are_multiples_of_the_original_context():
     assert data.lengths == [256, 512, 768, 1024] and data.stride == 128  # 256 capped at half of 256
     data = prepare_perplexity(cfg, [list(range(20000))], EvalContext(16384, original_length=4096))
     assert data.stride == 256  # the YaRN default
+
+
+@pytest.mark.slow
+def test_demo_export_evaluates_with_default_lengths_and_data(tmp_path):
+    """`make demo` exports the tiny model (L = 256) with DPRoPE at s = 4; evaluating it with no
+    other option reads the embedded corpus at 256, 512, 768 and 1024 tokens."""
+    from dprope.data.tokenizer import byte_tokenizer
+    from dprope.model import ModelConfig
+    from dprope.rope.registry import default_config
+    from dprope.train.engine import build_model, model_hf_config
+    from tests.eval.test_cli import run_cli
+
+    tiny = ModelConfig(name="tiny", tokenizer="byte")
+    hf_config, _ = model_hf_config(tiny, default_config("dprope", 4.0))
+    build_model(tiny, hf_config, "fp32", "sdpa", seed=0).save_pretrained(tmp_path / "hf")
+    byte_tokenizer().save_pretrained(tmp_path / "hf")
+    proc = run_cli(
+        tmp_path / "hydra",
+        "model=tiny",
+        f"model.pretrained={tmp_path / 'hf'}",
+        "eval=perplexity",
+        "eval.perplexity.max_documents=1",  # the defaults read 10 whole files: minutes on a CPU
+        "eval.perplexity.max_document_tokens=1500",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"eval.output_dir={tmp_path / 'out'}",
+        "eval.plots=false",
+        "eval.progress=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(results["benchmarks"]["perplexity"]["summary"]) == ["256", "512", "768", "1024"]
+    assert results["benchmarks"]["perplexity"]["details"]["stride"] == 128
