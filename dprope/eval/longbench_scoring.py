@@ -6,6 +6,8 @@ names of the official ``pred.py`` (``pred_e/<model>/<dataset>.jsonl``). Scoring 
 official ``eval.py --e``: few-shot tasks keep the prediction's first line, a sample scores its
 best reference, and a dataset's score in a length bucket is ``round(100 x mean, 2)`` (NaN for an
 empty bucket). The official ``result.json`` maps each dataset to these three bucket scores.
+Each sample is scored with its own ``all_classes``; the official scorer uses the last line's for
+the whole file, the same list in every trec line.
 
 Averages, each labelled with how it is taken (NaN buckets are left out of every mean):
 - a dataset's ``avg``: the mean of its bucket scores;

@@ -39,3 +39,17 @@ def test_presets_match_the_dataclass_defaults(benchmark):
     single = eval_config(OmegaConf.to_container(composed(f"eval={benchmark}").eval, resolve=True))
     every = eval_config(OmegaConf.to_container(composed("eval=all").eval, resolve=True))
     assert getattr(single, benchmark) == getattr(EvalConfig(), benchmark) == getattr(every, benchmark)
+
+
+def test_proofpile_preset_is_the_yarn_protocol():
+    cfg = composed("eval=perplexity_proofpile", "data=proofpile")
+    settings = eval_config(OmegaConf.to_container(cfg.eval, resolve=True)).perplexity
+    assert (settings.mode, settings.aggregate, settings.bos_every_window) == ("truncate", "window", True)
+    assert (settings.max_documents, settings.min_document_tokens) == (10, 131072)
+    assert cfg.data.hub_id == "hoskinson-center/proof-pile" and cfg.data.eval_splits == ["test"]
+
+
+def test_evaluation_data_follows_the_model():
+    assert composed("model=tiny").data.name == "embedded"
+    assert composed("model=llama2_13b").data.name == "pg19"
+    assert composed("model=tiny", "data=local").data.name == "local"
