@@ -2,8 +2,10 @@
 
     python launch/eval.py eval=passkey model.pretrained=<dir or hub id> model.name=ours-16k
     python launch/eval.py eval=all model=llama2_7b model.pretrained=<dir> eval.batch_size=4 logger=wandb
+    python launch/eval.py model=llama2_7b model.pretrained=<base> rope=yarn rope.factor=4 eval=perplexity
 
-eval=passkey | perplexity | longbench_e | ruler | open_llm | all. Writes results.json,
+eval=passkey | perplexity | longbench_e | ruler | open_llm | all. ``rope=<strategy>`` applies that
+strategy to the base checkpoint at load time (training-free evaluation). Writes results.json,
 results.md, PNG plots and predictions/<benchmark>.jsonl to the run directory (or
 `eval.output_dir`), rewriting them after each benchmark, and prints each benchmark's tables.
 """
@@ -33,7 +35,7 @@ def main(cfg, job: EvalJob) -> None:
         print(f"\n## {name}\n\n{report.benchmarks[name].markdown}\n", flush=True)
         write_results(report, output_dir)
 
-    report = run_suite(job.model, settings, job.data, on_result)
+    report = run_suite(job.model, settings, job.data, on_result, job.rope)
     figures = []
     if settings.plots:
         from dprope.eval.plots import plot_benchmark

@@ -10,6 +10,7 @@ from dprope.config import to_typed
 from dprope.data.config import DataConfig
 from dprope.eval.suite import EvalConfig
 from dprope.model import ModelConfig
+from dprope.rope.registry import RopeConfig
 from dprope.train.config import LoggerConfig
 
 
@@ -19,14 +20,19 @@ class EvalJob:
     eval: EvalConfig
     logger: LoggerConfig
     data: DataConfig | None  # perplexity's documents; None when no benchmark reads a data preset
+    rope: (
+        RopeConfig | None
+    )  # a strategy applied to the checkpoint at load time (training-free); None = as saved
 
     @classmethod
     def from_config(cls, cfg: Any) -> EvalJob:
         settings = to_typed(cfg.eval, "eval")
         data = cfg.get("data")  # `~data` removes the group
+        rope = cfg.get("rope")  # null unless `rope=<strategy>` is given
         return cls(
             model=to_typed(cfg.model, "model"),
             eval=settings,
             logger=to_typed(cfg.logger, "logger"),
             data=to_typed(data, "data") if data is not None and "perplexity" in settings.tasks else None,
+            rope=to_typed(rope, "rope") if rope is not None else None,
         )
