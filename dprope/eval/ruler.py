@@ -20,7 +20,7 @@ from pathlib import Path
 from dprope.config import ConfigError
 from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table, mean
 from dprope.eval.generation import greedy_generate
-from dprope.eval.ruler_data import read_hotpotqa, read_squad, read_words
+from dprope.eval.ruler_data import read_hotpotqa, read_squad, read_words, words_from_data
 from dprope.eval.ruler_tasks import TASKS, Materials, Slot, largest_fitting, score
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,8 @@ class RulerConfig:
     lengths: list[int] = field(default_factory=lambda: [4096, 8192, 16384])  # T = prompt + generation room
     num_samples: int = 500  # samples per task and length (RULER's default: 500)
     max_new_tokens: int | None = None  # null = RULER's per task (NIAH 128, VT 30, CWE 120, FWE 50, QA 32)
-    essay_file: str | None = (
-        None  # text file of the essay haystack (RULER: Paul Graham's essays); null = its 5 tasks skipped
-    )
+    essay_file: str | None = None  # essay haystack, a text file (RULER: Paul Graham's essays)
+    essay_split: str | None = None  # else this eval split of the data preset (e.g. test); both null = skipped
     squad_file: str | None = None  # SQuAD 2.0 dev JSON (dev-v2.0.json) for qa_1; null = qa_1 skipped
     hotpotqa_file: str | None = None  # HotpotQA dev distractor JSON for qa_2; null = qa_2 skipped
 
@@ -80,7 +79,18 @@ class RulerData:
     skipped: dict[str, str]  # task -> why it does not run
 
 
-def load_materials(cfg: RulerConfig, tokenizer) -> tuple[Materials, dict[str, str]]:
+def essay_words(cfg: RulerConfig, data) -> list[str] | None:
+    """The essay haystack: ``essay_file``, else ``essay_split`` of the data preset, else None."""
+    if cfg.essay_file is not None:
+        return read_words(cfg.essay_file, "eval.ruler.essay_file")
+    if cfg.essay_split is None:
+        return None
+    if data is None:
+        raise ConfigError("data", "eval.ruler.essay_split reads a data preset: choose one with data=<preset>")
+    return words_from_data(data, cfg.essay_split, "eval.ruler.essay_split", 2 * max(cfg.lengths))
+
+
+def load_materials(cfg: RulerConfig, tokenizer, data=None) -> tuple[Materials, dict[str, str]]:
     """Files the selected tasks need; a task whose file is not given is skipped (logged)."""
 
     def count(text: str) -> int:
@@ -90,13 +100,13 @@ def load_materials(cfg: RulerConfig, tokenizer) -> tuple[Materials, dict[str, st
     for task in cfg.tasks:
         if TASKS[task].needs != "essay":
             continue
-        if cfg.essay_file is None:
-            skipped[task] = "no eval.ruler.essay_file given"
+        if cfg.essay_file is None and cfg.essay_split is None:
+            skipped[task] = "neither eval.ruler.essay_file nor eval.ruler.essay_split given"
             log.warning(
                 "RULER %s skipped: set eval.ruler.essay_file to a text file (the essay haystack)", task
             )
         elif materials.essay is None:
-            materials.essay = read_words(cfg.essay_file, "eval.ruler.essay_file")
+            materials.essay = essay_words(cfg, data)
     for task in cfg.tasks:
         dataset = TASKS[task].needs
         if dataset not in QA_FILES or dataset in materials.qa:
@@ -161,10 +171,11 @@ def build_samples(
     return samples
 
 
-def prepare_ruler(cfg: RulerConfig, tokenizer, ctx: EvalContext) -> RulerData:
+def prepare_ruler(cfg: RulerConfig, tokenizer, ctx: EvalContext, data=None) -> RulerData:
+    """Every sample of the tasks that can run; ``data`` (a DataConfig) serves ``essay_split``."""
     for length in cfg.lengths:
         check_length("eval.ruler.lengths", length, ctx)
-    materials, skipped = load_materials(cfg, tokenizer)
+    materials, skipped = load_materials(cfg, tokenizer, data)
     tasks = [t for t in cfg.tasks if t not in skipped]
     if not tasks:
         raise ConfigError(

@@ -49,6 +49,26 @@ def read_words(path: str, field: str) -> list[str]:
     return words
 
 
+def words_from_data(data, split: str, field: str, limit: int) -> list[str]:
+    """The first ``limit`` words of a data preset's evaluation ``split`` (documents in source order)."""
+    from dprope.data.sources import load_documents
+
+    if split not in data.eval_splits:
+        raise ConfigError(
+            field, f"{split!r} is not an evaluation split of data={data.name} ({', '.join(data.eval_splits)})"
+        )
+    words: list[str] = []
+    for row in load_documents(data, split, field):
+        words += row["text"].split()
+        if len(words) >= limit:
+            break
+    if len(words) < 2:
+        raise ConfigError(
+            field, f"split {split!r} of data={data.name} holds no text to build a haystack from"
+        )
+    return words[:limit]
+
+
 # A sentence ends at ., ! or ? (with closing quotes or brackets) followed by a space; RULER uses
 # NLTK's punkt model, whose data cannot be installed from the package index, so abbreviations
 # such as "e.g. the" may split here where punkt would not. Only the needle positions move.

@@ -167,7 +167,9 @@ def test_niah_prompts_as_rulers(prepared, byte_tokenizer, task):
     for text, sample in prompts(prepared, byte_tokenizer, task):
         found = needle.findall(text)
         queried = {k for k, v in found if v in sample.answers}
-        query = re.search(r"\nWhat (?:is|are all) the special magic \w+ for (.+?) mentioned in", text).group(1)
+        query = re.search(r"\nWhat (?:is|are all) the special magic \w+ for (.+?) mentioned in", text).group(
+            1
+        )
         assert set(query.split(", and ")[-1:] + query.split(", and ")[0].split(", ")) == queried
         assert text.startswith(NIAH_HEAD[singular].format(k=kind))
         assert text.endswith(NIAH_TAIL[singular].format(k=kind, q=query))
@@ -343,7 +345,7 @@ def test_missing_inputs_skip_with_a_message(files, byte_tokenizer, caplog):
     assert data.tasks == ["niah_single_1"] and set(data.skipped) == {"niah_single_2", "qa_1", "qa_2"}
     assert "qa_1 skipped: set eval.ruler.squad_file" in caplog.text
     result = score_ruler(cfg, data, [""])
-    assert "Skipped: niah_single_2" in result.markdown and result.details["skipped"] == data.skipped
+    assert "Skipped: niah_single_2 (neither eval.ruler.essay_file" in result.markdown and result.details["skipped"] == data.skipped
     with pytest.raises(
         ConfigError, match=r"^eval.ruler.tasks: no task can run: qa_2 \(no eval.ruler.hotpotqa_file"
     ):
@@ -399,3 +401,24 @@ def test_end_to_end_on_the_tiny_model(files, tiny_eval_model):
     assert list(result.summary) == ["2200", "avg"] and set(result.details["scores"]) == set(TASKS)
     assert len(result.samples) == len(TASKS)
     assert all(0.0 <= r["score"] <= 1.0 and r["prompt_tokens"] <= 2200 - 4 for r in result.samples)
+
+
+def test_essay_haystack_from_a_data_preset(byte_tokenizer):
+    from dprope.data import DataConfig
+    from dprope.data.sources import load_documents
+
+    data = DataConfig()  # the embedded preset
+    cfg = RulerConfig(tasks=["niah_single_2"], lengths=[LENGTH], num_samples=1, essay_split="test")
+    sample = prepare_ruler(cfg, byte_tokenizer, CTX, data).samples[0]
+    text = byte_tokenizer.decode(sample.input_ids, skip_special_tokens=True)
+    first_words = " ".join(next(iter(load_documents(data, "test", "x")))["text"].split()[:5])
+    assert first_words in text and sample.answers[0] in text
+    with pytest.raises(ConfigError, match=r"^data: eval.ruler.essay_split reads a data preset"):
+        prepare_ruler(cfg, byte_tokenizer, CTX)
+    with pytest.raises(ConfigError, match=r"^eval.ruler.essay_split: 'train' is not an evaluation split"):
+        prepare_ruler(
+            RulerConfig(tasks=["niah_single_2"], lengths=[LENGTH], essay_split="train"),
+            byte_tokenizer,
+            CTX,
+            data,
+        )
