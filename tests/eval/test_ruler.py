@@ -345,7 +345,10 @@ def test_missing_inputs_skip_with_a_message(files, byte_tokenizer, caplog):
     assert data.tasks == ["niah_single_1"] and set(data.skipped) == {"niah_single_2", "qa_1", "qa_2"}
     assert "qa_1 skipped: set eval.ruler.squad_file" in caplog.text
     result = score_ruler(cfg, data, [""])
-    assert "Skipped: niah_single_2 (neither eval.ruler.essay_file" in result.markdown and result.details["skipped"] == data.skipped
+    assert (
+        "Skipped: niah_single_2 (neither eval.ruler.essay_file" in result.markdown
+        and result.details["skipped"] == data.skipped
+    )
     with pytest.raises(
         ConfigError, match=r"^eval.ruler.tasks: no task can run: qa_2 \(no eval.ruler.hotpotqa_file"
     ):
@@ -355,8 +358,11 @@ def test_missing_inputs_skip_with_a_message(files, byte_tokenizer, caplog):
 def test_bad_input_names_the_field(files, byte_tokenizer, tmp_path):
     from dprope.eval.suite import eval_config
 
-    with pytest.raises(ConfigError, match=r"^eval.ruler.essay_file: /no/essays.txt does not exist"):
-        eval_config({"ruler": {"essay_file": "/no/essays.txt"}})
+    for name in ("essay_file", "squad_file", "hotpotqa_file"):
+        with pytest.raises(
+            ConfigError, match=rf"^eval.ruler.{name}: /no/file.txt does not exist or is not a file$"
+        ):
+            eval_config({"ruler": {name: "/no/file.txt"}})
     with pytest.raises(ConfigError, match=r"^tasks\[0\]: unknown RULER task 'qa'"):
         RulerConfig(tasks=["qa"])
     bad = tmp_path / "bad.json"
