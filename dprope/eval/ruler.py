@@ -21,7 +21,7 @@ from dprope.config import ConfigError
 from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table, mean
 from dprope.eval.generation import greedy_generate
 from dprope.eval.ruler_data import read_hotpotqa, read_squad, read_words, words_from_data
-from dprope.eval.ruler_tasks import TASKS, Materials, Slot, largest_fitting, score
+from dprope.eval.ruler_tasks import TASKS, Materials, Slot, clean_prediction, largest_fitting, score
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ def score_ruler(cfg: RulerConfig, data: RulerData, predictions: Sequence[str]) -
     """Scores of ``predictions`` (one per sample, in order): per task x length, their mean over
     tasks at each length (RULER's headline), and ``avg`` over lengths."""
     scores: dict[str, dict[str, float]] = {}
+    nulls: dict[str, dict[str, str]] = {}
     records = []
     for sample, prediction in zip(data.samples, predictions, strict=True):
         value = score(sample.task, prediction, sample.answers)
@@ -210,8 +211,10 @@ def score_ruler(cfg: RulerConfig, data: RulerData, predictions: Sequence[str]) -
     columns = [str(n) for n in cfg.lengths]
     for task in data.tasks:
         for length in cfg.lengths:
-            cell = [r["score"] for r in records if r["task"] == task and r["length"] == length]
-            scores.setdefault(task, {})[str(length)] = 100.0 * mean(cell)
+            cell = [r for r in records if r["task"] == task and r["length"] == length]
+            scores.setdefault(task, {})[str(length)] = 100.0 * mean([r["score"] for r in cell])
+            empty = sum(not clean_prediction(r["prediction"]) for r in cell)
+            nulls.setdefault(task, {})[str(length)] = f"{empty}/{len(cell)}"  # RULER's "Nulls" row
     summary = {c: mean([scores[t][c] for t in data.tasks]) for c in columns}
     summary["avg"] = mean(list(summary.values()))
     rows = [[t, *(scores[t][c] for c in columns), mean([scores[t][c] for c in columns])] for t in data.tasks]
@@ -223,6 +226,7 @@ def score_ruler(cfg: RulerConfig, data: RulerData, predictions: Sequence[str]) -
     details = {
         "scores": scores,
         "tasks": data.tasks,
+        "nulls": nulls,
         "skipped": data.skipped,
         "samples_per_cell": cfg.num_samples,
         "average": f"mean over the {len(data.tasks)} tasks that ran, per length; avg = mean over lengths",

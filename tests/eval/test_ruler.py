@@ -324,7 +324,11 @@ def test_oracle_scores_100_and_wrong_scores_0(files, prepared):
     wrong = score_ruler(cfg, prepared, ["I do not know."] * len(prepared.samples))
     assert wrong.summary == {str(LENGTH): 0.0, "avg": 0.0}
     half = [", ".join(s.answers) if i % 2 == 0 else "" for i, s in enumerate(prepared.samples)]
-    assert score_ruler(cfg, prepared, half).summary["avg"] == 50.0  # 2 samples per task, one right
+    halves = score_ruler(cfg, prepared, half)
+    assert halves.summary["avg"] == 50.0  # 2 samples per task, one right
+    assert halves.details["nulls"]["vt"] == {str(LENGTH): "1/2"} and wrong.details["nulls"]["vt"] == {
+        str(LENGTH): "0/2"
+    }
 
 
 def test_same_seed_same_samples(files, byte_tokenizer):
