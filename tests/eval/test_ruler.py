@@ -432,3 +432,20 @@ def test_essay_haystack_from_a_data_preset(byte_tokenizer):
             CTX,
             data,
         )
+
+
+# Official generator (NVIDIA/RULER c3f5e3b), on the byte tokenizer saved with save_pretrained:
+#   python scripts/data/prepare.py --benchmark synthetic --task <task> --tokenizer_type hf \
+#     --tokenizer_path <byte tokenizer dir> --max_seq_length 3000 --model_template_type base --num_samples 3
+# prints prompts (input + answer_prefix) of these token counts (BOS added) and line counts, every sample:
+OFFICIAL_AT_3000 = {"niah_multikey_3": (2837, 23), "fwe": (2732, 1), "niah_single_1": (None, 29)}
+
+
+@pytest.mark.parametrize("task", list(OFFICIAL_AT_3000))
+def test_haystack_sizes_equal_the_official_generators(prepared, byte_tokenizer, task):
+    tokens, newlines = OFFICIAL_AT_3000[task]
+    for text, sample in prompts(prepared, byte_tokenizer, task):
+        assert (
+            text.count("\n") == newlines
+        )  # niah_single_1: 27 noise blocks; niah_multikey_3: 22 filler needles
+        assert tokens is None or len(sample.input_ids) == tokens  # both fully determined by the length
