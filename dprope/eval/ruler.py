@@ -21,7 +21,7 @@ from dprope.config import ConfigError
 from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table, mean
 from dprope.eval.generation import greedy_generate
 from dprope.eval.ruler_data import read_hotpotqa, read_squad, read_words, words_from_data
-from dprope.eval.ruler_tasks import TASKS, Materials, Slot, clean_prediction, largest_fitting, score
+from dprope.eval.ruler_tasks import TASKS, Materials, Slot, clean_prediction, score
 
 log = logging.getLogger(__name__)
 
@@ -143,30 +143,24 @@ def build_samples(
             f"{length} leaves no room for a {task_name} prompt after {length - budget} generated tokens",
         )
 
-    def tokens(sample_seed: str, units: int, slot: Slot) -> tuple[int, str, list[str]]:
+    def render(sample_seed: str, units: int, slot: Slot) -> tuple[list[int], list[str]]:
         text, answers = task.prompt(random.Random(sample_seed), units, slot, materials)
-        return materials.count(text), text, answers
+        return list(tokenizer(text, add_special_tokens=True)["input_ids"]), answers
 
     probe = Slot(length, budget, 0)
-    search_seed = f"{seed}-{task_name}-{length}-search"
-    step = task.step(probe)
-    if hasattr(task, "search"):
-        size = task.search(lambda n: tokens(search_seed, n, probe)[0], probe)
-    else:
-        size = largest_fitting(lambda n: tokens(search_seed, n, probe)[0], budget, task.fewest())
+    size = task.search(lambda n: len(render(f"{seed}-{task_name}-{length}-search", n, probe)[0]), probe)
     if size is None:
         raise no_room()
     samples = []
     for index in range(cfg.num_samples):
-        slot, units = Slot(length, budget, index), size
-        n, text, answers = tokens(f"{seed}-{task_name}-{length}-{index}", units, slot)
-        while n > budget:
+        slot, units, sample_seed = Slot(length, budget, index), size, f"{seed}-{task_name}-{length}-{index}"
+        ids, answers = render(sample_seed, units, slot)
+        while len(ids) > budget:
             if units <= task.fewest():
                 raise no_room()
             # RULER's step; capped at a quarter of the haystack, which only short test lengths reach
-            units = max(units - min(step, max(1, units // 4)), task.fewest())
-            n, text, answers = tokens(f"{seed}-{task_name}-{length}-{index}", units, slot)
-        ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+            units = max(units - min(task.step(slot), max(1, units // 4)), task.fewest())
+            ids, answers = render(sample_seed, units, slot)
         samples.append(RulerSample(task_name, length, ids, answers))
     return samples
 

@@ -96,6 +96,17 @@ def largest_fitting(count_at: Callable[[int], int], budget: int, lower: int) -> 
     return lo
 
 
+class RulerTask:
+    """What every task shares: the smallest haystack, and RULER's search for the haystack size."""
+
+    def fewest(self) -> int:
+        return 1
+
+    def search(self, count_at: Callable[[int], int], slot: Slot) -> int | None:
+        """RULER's binary search: the largest haystack whose prompt fits the budget."""
+        return largest_fitting(count_at, slot.budget, self.fewest())
+
+
 def listed(items: list[str]) -> str:
     """RULER's list of queries: "a", "a, and b", "a, b, c, and d"."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", and " + items[-1]
@@ -125,7 +136,7 @@ def _insert_sentences(words: list[str], units: int, pieces: list[str], rng: rand
 
 
 @dataclass(frozen=True)
-class Needle:
+class Needle(RulerTask):
     """NIAH: ``num_keys`` keys with ``num_values`` values each, ``num_queries`` keys asked for.
 
     Haystack ``noise`` (unit: the five-sentence block, newline-joined), ``essay`` (unit: a word)
@@ -228,7 +239,7 @@ def _vt_prompt(
 
 
 @dataclass(frozen=True)
-class VariableTracking:
+class VariableTracking(RulerTask):
     """VT: ``num_chains`` chains ``VAR X = 12345``, ``VAR Y = VAR X ``... of ``num_hops`` hops in
     the noise haystack (unit: a noise block); the answer is every variable of the first chain.
 
@@ -273,7 +284,7 @@ def _numbered(words: list[str]) -> str:
 
 
 @dataclass(frozen=True)
-class CommonWords:
+class CommonWords(RulerTask):
     """CWE: 10 words ``freq_common`` times each among others ``freq_uncommon`` times each, shuffled
     and numbered (unit: a distinct word). One worked example first (40 words, 10 and 3 times);
     below 4096 tokens RULER shrinks both (example 20 words, 3 and 1; task 6 and 1)."""
@@ -319,7 +330,7 @@ def _zeta(alpha: float) -> float:
 
 
 @dataclass(frozen=True)
-class FrequentWords:
+class FrequentWords(RulerTask):
     """FWE: coded 6-letter words with Zipf counts floor(n k^-alpha / zeta(alpha)) for rank k, the
     top rank written as '...' (noise); the answer is ranks 2-4 (unit: n). Vocabulary: budget / 50
     words. RULER sizes n by growing it in steps of budget / 32 from budget / 6."""
@@ -330,13 +341,11 @@ class FrequentWords:
     metric: str = "all"
     needs: str | None = None
 
-    def fewest(self) -> int:
-        return 1
-
     def step(self, slot: Slot) -> int:
         return max(1, slot.budget // 32)
 
     def search(self, count_at: Callable[[int], int], slot: Slot) -> int | None:
+        """RULER's FWE search: grow n from budget / 6 by steps until the prompt reaches the budget."""
         n, step = slot.budget // 6, self.step(slot)
         while count_at(n) < slot.budget:
             n += step
@@ -357,7 +366,7 @@ class FrequentWords:
 
 
 @dataclass(frozen=True)
-class QuestionAnswering:
+class QuestionAnswering(RulerTask):
     """QA: a SQuAD or HotpotQA question over its gold documents and distractors (unit: a document),
     shuffled and numbered. Sample i asks question i of the file, as RULER does. Scored by
     string-match-part: any one reference found counts."""
@@ -369,9 +378,6 @@ class QuestionAnswering:
     @property
     def needs(self) -> str:
         return self.dataset
-
-    def fewest(self) -> int:
-        return 1
 
     def step(self, slot: Slot) -> int:
         return 10
