@@ -302,13 +302,20 @@ class CommonWords(RulerTask):
     def step(self, slot: Slot) -> int:
         return 10
 
-    def _list(self, rng: random.Random, n: int, common: int, uncommon: int) -> tuple[str, list[str]]:
-        pool = english_words()
-        if n > len(pool):
+    def search(self, count_at: Callable[[int], int], slot: Slot) -> int | None:
+        """RULER's binary search, within the word list; a length it cannot fill is refused."""
+        pool = len(english_words())
+        if count_at(pool) <= slot.budget:
             raise ConfigError(
-                "eval.ruler.lengths", f"cwe needs {n} distinct words; the word list has {len(pool)}"
+                "eval.ruler.lengths",
+                f"{slot.length} tokens take more words than the {pool} of the cwe word list",
             )
-        words = rng.sample(pool, n)
+        return largest_fitting(
+            lambda n: count_at(n) if n <= pool else slot.budget + 1, slot.budget, self.fewest()
+        )
+
+    def _list(self, rng: random.Random, n: int, common: int, uncommon: int) -> tuple[str, list[str]]:
+        words = rng.sample(english_words(), n)
         listing = words[: self.num_common] * common + words[self.num_common :] * uncommon
         rng.shuffle(listing)
         return _numbered(listing), words[: self.num_common]

@@ -449,3 +449,15 @@ def test_haystack_sizes_equal_the_official_generators(prepared, byte_tokenizer, 
             text.count("\n") == newlines
         )  # niah_single_1: 27 noise blocks; niah_multikey_3: 22 filler needles
         assert tokens is None or len(sample.input_ids) == tokens  # both fully determined by the length
+
+
+def test_cwe_refuses_a_length_its_word_list_cannot_fill(byte_tokenizer, monkeypatch):
+    import dprope.eval.ruler_tasks as ruler_tasks
+
+    monkeypatch.setattr(ruler_tasks, "english_words", lambda: english_words()[:60])  # a short list
+    with pytest.raises(ConfigError, match="^eval.ruler.lengths: 3000 tokens take more words than the 60 of"):
+        prepare_ruler(RulerConfig(tasks=["cwe"], lengths=[LENGTH], num_samples=1), byte_tokenizer, CTX)
+    sample = prepare_ruler(
+        RulerConfig(tasks=["cwe"], lengths=[2300], num_samples=1), byte_tokenizer, CTX
+    ).samples[0]
+    assert len(sample.input_ids) <= 2300 - 120  # a length the list fills still works
