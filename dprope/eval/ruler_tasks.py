@@ -305,14 +305,15 @@ class CommonWords(RulerTask):
     def search(self, count_at: Callable[[int], int], slot: Slot) -> int | None:
         """RULER's binary search, within the word list; a length it cannot fill is refused."""
         pool = len(english_words())
-        if count_at(pool) <= slot.budget:
+        size = largest_fitting(
+            lambda n: count_at(n) if n <= pool else slot.budget + 1, slot.budget, self.fewest()
+        )
+        if size == pool:
             raise ConfigError(
                 "eval.ruler.lengths",
                 f"{slot.length} tokens take more words than the {pool} of the cwe word list",
             )
-        return largest_fitting(
-            lambda n: count_at(n) if n <= pool else slot.budget + 1, slot.budget, self.fewest()
-        )
+        return size
 
     def _list(self, rng: random.Random, n: int, common: int, uncommon: int) -> tuple[str, list[str]]:
         words = rng.sample(english_words(), n)
