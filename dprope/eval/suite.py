@@ -63,7 +63,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "longbench_e": Benchmark(
         LongBenchConfig, lambda cfg, i: prepare_longbench(cfg, i.tokenizer, i.ctx), run_longbench, needs_model
     ),
-    "ruler": Benchmark(RulerConfig, lambda cfg, i: prepare_ruler(cfg, i.tokenizer, i.ctx), run_ruler),
+    "ruler": Benchmark(RulerConfig, lambda cfg, i: prepare_ruler(cfg, i.tokenizer, i.ctx, i.data), run_ruler),
     "open_llm": Benchmark(OpenLLMConfig, lambda cfg, i: prepare_open_llm(cfg, i.ctx), run_open_llm),
 }
 
