@@ -44,7 +44,13 @@ from dprope.train.engine import (
 from dprope.train.export import export_hf
 from dprope.train.inputs import model_inputs
 from dprope.train.kernels import resolve_kernels
-from dprope.train.metrics import MetricsLog, flops_per_token, peak_flops, peak_memory_gib
+from dprope.train.metrics import (
+    MetricsLog,
+    flops_per_token,
+    non_embedding_parameters,
+    peak_flops,
+    peak_memory_gib,
+)
 from dprope.train.signals import StopRequest
 from dprope.train.tracking import Tracker
 
@@ -80,13 +86,6 @@ def train_loader(dataset, seed: int, micro_batch_size: int, runtime, consumed: i
         return DataLoader(stream, batch_size=micro_batch_size, collate_fn=collate_packed)
     sampler = ResumableSampler(len(dataset), seed, runtime.rank, runtime.world_size, consumed)
     return DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler, collate_fn=collate_packed)
-
-
-def _non_embedding_params(model: torch.nn.Module) -> int:
-    embedding = model.get_input_embeddings()
-    skip = {id(p) for p in embedding.parameters()}
-    # ZeRO-3 partitions parameters: ds_numel is the full size
-    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if id(p) not in skip)
 
 
 def _finite(value: float | None) -> bool:
@@ -196,7 +195,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     hf = engine.module.config
     seq_len = run.data.max_length
     per_token = flops_per_token(
-        _non_embedding_params(engine.module),
+        non_embedding_parameters(engine.module),
         hf.num_hidden_layers,
         hf.num_attention_heads,
         scaling.head_dim,

@@ -17,7 +17,7 @@ from dprope.train.loop import Job, train_step
 RECORDED = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 
 
-def test_model_inputs_pass_segments_and_keep_positions_only_when_they_restart():
+def test_model_inputs_pass_the_collated_segments():
     items = [{"input_ids": torch.arange(6), "doc_starts": torch.tensor([0])} for _ in range(2)]
     batch = collate_packed(items)
     inputs = model_inputs(batch, torch.device("cpu"))
@@ -25,11 +25,8 @@ def test_model_inputs_pass_segments_and_keep_positions_only_when_they_restart():
         inputs["cu_seq_lens_q"].tolist() == [0, 6, 12] and inputs["cu_seq_lens_k"] is inputs["cu_seq_lens_q"]
     )
     assert inputs["max_length_q"] == inputs["max_length_k"] == 6
-    assert "position_ids" not in inputs  # 0..T-1: the model's own, nothing to inspect
-    restarted = dict(batch, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]] * 2))
-    assert torch.equal(
-        model_inputs(restarted, torch.device("cpu"))["position_ids"], restarted["position_ids"]
-    )
+    assert torch.equal(inputs["position_ids"], batch["position_ids"])
+    assert "doc_starts" not in inputs and "cu_seqlens" not in inputs  # not forward arguments
 
 
 def test_segments_reach_every_attention_call(tiny_model_cfg, tmp_path):
