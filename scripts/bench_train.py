@@ -36,10 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RESULT_PREFIX = "BENCH_RESULT "
+# name -> (table label, `TrainerConfig` fields it sets); a new option is one more entry
 CONFIGS = {
-    "hf_trainer": "(a) HF Trainer + DeepSpeed ZeRO-3",
-    "dprope_none": "(b) dprope, kernels=none",
-    "dprope_liger": "(c) dprope, kernels=liger",
+    "hf_trainer": ("(a) HF Trainer + DeepSpeed ZeRO-3", {}),
+    "dprope_none": ("(b) dprope, kernels=none", {"kernels": "none"}),
+    "dprope_liger": ("(c) dprope, kernels=liger", {"kernels": "liger"}),
 }
 BASELINE = "hf_trainer"
 # LLaMA-2-7B (Touvron et al., 2023), random init; the layer count comes from --layers
@@ -84,10 +85,10 @@ def _setup(spec: dict):
         micro_batch_size=1,
         gradient_checkpointing=True,
         attn_implementation=spec["attention"],
-        kernels=spec.get("kernels", "none"),
         save_every=0,
         export=False,
         seed=spec["seed"],
+        **spec["trainer"],
     )
     precision = resolve_precision(trainer)
     attention = resolve_attention(trainer)
@@ -260,7 +261,7 @@ def cannot_run(spec: dict) -> str | None:
     from dprope.train.kernels import resolve_kernels
 
     try:
-        resolve_kernels(spec["kernels"], "llama")
+        resolve_kernels(spec["trainer"].get("kernels", "none"), "llama")
     except ConfigError as err:
         return str(err)
     return None
@@ -320,7 +321,7 @@ def table(results: list[dict]) -> str:
     )
     lines = [header]
     for row in results:
-        name = CONFIGS.get(row["config"], row["config"])
+        name = CONFIGS[row["config"]][0] if row["config"] in CONFIGS else row["config"]
         if "skipped" in row or "failed" in row:
             why = row.get("skipped") or f"failed: {row['failed']}"
             lines.append(f"| {row['seq']} | {name} | {why} | | | | | |")
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                     "steps": steps,
                     "warmup": warmup,
                     "attention": args.attention,
-                    "kernels": {"dprope_liger": "liger"}.get(config, "none"),
+                    "trainer": CONFIGS[config][1],
                     "peak_tflops": args.peak_tflops,
                     "seed": args.seed,
                     "output_dir": str(Path(scratch) / f"{config}_{seq}"),

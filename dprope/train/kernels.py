@@ -6,10 +6,10 @@ full ``(batch, seq, vocab)`` logits, upcast to float32 by HF's loss (about 2 GiB
 and a 32k vocabulary, twice that with its gradient), are never materialised; RMSNorm and SwiGLU
 are fused Triton kernels.
 
-Liger's RoPE kernel is not applied: it rotates in the dtype of the cos/sin it is handed and
-replaces the modelling module's rotation function for every model in the process, while the
-rotation must stay the one this project controls and tests (float32 angles from the strategy's
-frequencies, method-notes section 8). HF's rotation is kept.
+Liger's RoPE kernel is not applied: it rotates q and k in the dtype of the cos/sin it is handed
+(bf16 under bf16 training), in a Triton kernel whose agreement with HF's rotation is not checked
+here. HF's rotation stays, with angles computed in float32 from the strategy's frequencies
+(method-notes section 8); the GPU tests check those frequencies after the kernels are applied.
 """
 
 from __future__ import annotations
