@@ -72,3 +72,27 @@ def test_zero3_accumulates_bf16_gradients_in_the_configured_dtype(dtype, expecte
     assert next(engine.module.parameters()).dtype == torch.bfloat16
     # the flat buffer each micro-step's gradient partition is added into
     assert engine.optimizer.grad_partitions_flat_buffer.dtype == expected
+
+
+def test_kernel_patching_stays_on_the_instance(tiny_model_cfg):
+    """What a kernel library writes into the modelling module (as Liger's apply functions do) is
+    undone once the instance is patched: models built later in the process stay plain HF."""
+    from transformers import LlamaForCausalLM
+    from transformers.models.llama import modeling_llama
+
+    from dprope.train.kernels import _instance_only
+
+    model = LlamaForCausalLM(tiny_model_cfg.hf_config())
+    norm_class, rotate, forward = (
+        modeling_llama.LlamaRMSNorm,
+        modeling_llama.apply_rotary_pos_emb,
+        LlamaForCausalLM.forward,
+    )
+    with _instance_only(model):
+        modeling_llama.LlamaRMSNorm = torch.nn.Identity
+        modeling_llama.apply_rotary_pos_emb = None
+        LlamaForCausalLM.forward = None
+        model.forward = lambda *args, **kwargs: "patched"
+    assert modeling_llama.LlamaRMSNorm is norm_class and modeling_llama.apply_rotary_pos_emb is rotate
+    assert LlamaForCausalLM.forward is forward
+    assert model.forward() == "patched"  # the instance keeps its patch
