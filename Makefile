@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow test-all demo analyze bench lint format clean
+.PHONY: help install install-gpu test test-slow test-all test-gpu demo analyze bench bench-train lint format clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 install: ## create $(VENV) and install pinned requirements and dprope (editable)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: ## create $(VENV) and install pinned requirements and dprope (editable)
 	$(PIP) install -q --no-build-isolation -r requirements.txt
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
+install-gpu: install ## `install` plus the CUDA extras (.[gpu]): liger-kernel, and flash-attn compiled from source
+	# flash-attn's build imports the installed torch (no build isolation); MAX_JOBS bounds the compiler's memory
+	MAX_JOBS=$${MAX_JOBS:-4} $(PIP) install --no-build-isolation -e ".[gpu]"
+
 # pytest exits 5 when a marker selection holds no test: not a failure here.
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 
@@ -26,6 +30,9 @@ test: ## fast test suite (no `slow`, no `gpu`)
 
 test-slow: ## the slow end-to-end tests
 	$(PYTEST) -m "slow and not gpu" || [ $$? -eq 5 ]
+
+test-gpu: ## the GPU tests (`gpu` marker; skipped without CUDA)
+	$(PYTEST) -m gpu || [ $$? -eq 5 ]
 
 test-all: ## every test this machine can run
 	$(PYTEST) -m "not gpu" || [ $$? -eq 5 ]
@@ -39,6 +46,9 @@ analyze: ## rotary-angle disturbance table for LLaMA-2-7B at s=4
 bench: ## benchmark scripts (each prints a table)
 	$(PY) scripts/bench_analysis.py
 	$(PY) scripts/bench_data.py --quick
+
+bench-train: ## training speed and memory, HF Trainer vs dprope (GPU; ARGS="--smoke" on CPU)
+	$(PY) scripts/bench_train.py $(ARGS)
 
 lint: ## ruff lint and format check
 	$(PY) -m ruff check .

@@ -5,7 +5,7 @@ from dprope.data.build import build_train_dataset
 from dprope.data.config import EMBEDDED, DataConfig, data_config
 from dprope.data.evaluation import eval_documents
 from dprope.data.packed import PackedDataset, PackedStream
-from dprope.data.sampler import ResumableSampler, collate_packed
+from dprope.data.sampler import ResumableSampler, collate_packed, cumulative_lengths
 from dprope.data.tokenizer import byte_tokenizer, load_tokenizer, tokenizer_fingerprint
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "build_train_dataset",
     "byte_tokenizer",
     "collate_packed",
+    "cumulative_lengths",
     "data_config",
     "eval_documents",
     "load_tokenizer",

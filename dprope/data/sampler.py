@@ -84,21 +84,49 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         self.set_consumed(state["consumed"])
 
 
+def cumulative_lengths(segment_starts: Sequence[Sequence[int]], seq_len: int) -> tuple[torch.Tensor, int]:
+    """Flash-attn varlen ``cu_seqlens`` and the longest segment of a flattened batch.
+
+    Row ``r`` of the batch covers tokens ``r * seq_len .. (r + 1) * seq_len - 1`` of the flattened
+    batch and is cut into segments at ``segment_starts[r]`` (positions within the row; a row
+    always starts a segment at 0). Attention never crosses a segment boundary. The causal mode
+    passes ``[0]`` for every row (each sequence is one segment); document masking passes the
+    rows' document starts. Built on the CPU, so no GPU value is read to find the segments.
+
+    Returns ``(cu_seqlens, max_length)``: int32 offsets ``[0, end_1, ..., batch * seq_len]`` and
+    a Python int.
+    """
+    bounds: list[int] = []
+    for row, starts in enumerate(segment_starts):
+        offset = row * seq_len
+        row_starts = sorted({0, *(int(s) for s in starts if 0 < int(s) < seq_len)})
+        bounds.extend(offset + s for s in row_starts)
+    bounds.append(len(segment_starts) * seq_len)
+    cu_seqlens = torch.tensor(bounds, dtype=torch.int32)
+    max_length = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if len(bounds) > 1 else 0
+    return cu_seqlens, max_length
+
+
 def collate_packed(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack packed items for a causal LM.
 
     ``labels`` equal ``input_ids`` (the model shifts them), except padding of a kept tail: -100.
     ``position_ids`` are ``0 .. T-1`` on every row; positions restarting at each document start
     (from ``doc_starts``) are a later option. ``doc_starts`` stays a list, one tensor per row.
+    ``cu_seqlens``/``max_length`` (`cumulative_lengths`) make each row one attention segment, for
+    flash-attn's varlen kernel.
     """
     input_ids = torch.stack([item["input_ids"] for item in batch])  # (batch, seq)
     labels = input_ids.clone()
     for row, item in enumerate(batch):
         labels[row, item.get("length", input_ids.shape[1]) :] = -100
     position_ids = torch.arange(input_ids.shape[1]).expand_as(input_ids).clone()  # (batch, seq)
+    cu_seqlens, max_length = cumulative_lengths([[0]] * len(batch), input_ids.shape[1])
     return {
         "input_ids": input_ids,
         "labels": labels,
         "position_ids": position_ids,
         "doc_starts": [item["doc_starts"] for item in batch],
+        "cu_seqlens": cu_seqlens,  # (segments + 1,) int32, CPU
+        "max_length": max_length,  # longest segment, a Python int
     }

@@ -16,6 +16,8 @@ from dprope.rope.registry import RopeConfig
 
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+KERNELS = ("auto", "liger", "none")
+GRAD_ACCUM_DTYPES = ("fp32", "bf16")
 LOGGERS = ("none", "wandb")
 # Exit code of a run stopped by SIGTERM/SIGUSR1 after saving a checkpoint (EX_TEMPFAIL): a batch
 # script requeues the job on it, and `trainer.resume=auto` continues from that checkpoint.
@@ -46,6 +48,12 @@ class TrainerConfig:
         "auto"  # auto (flash_attention_2 if flash-attn imports, else sdpa) | sdpa | eager | flash_attention_2
     )
     gradient_checkpointing: bool = True  # recompute activations in backward (needed at 8k/16k)
+    kernels: str = (
+        "auto"  # auto (liger when CUDA is present and liger-kernel imports, else none) | liger | none
+    )
+    grad_accum_dtype: str = (
+        "fp32"  # dtype ZeRO accumulates gradients in across micro-steps under bf16: fp32 | bf16
+    )
     save_every: int = 100  # checkpoint every N steps (0 = only at the end and on a signal)
     keep_last: int = 2  # complete checkpoints kept; older ones are deleted after a new one is complete
     resume: str = (
@@ -85,6 +93,13 @@ class TrainerConfig:
             raise ConfigError(
                 "attn_implementation",
                 f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)} (got {self.attn_implementation!r})",
+            )
+        if self.kernels not in KERNELS:
+            raise ConfigError("kernels", f"must be one of {', '.join(KERNELS)} (got {self.kernels!r})")
+        if self.grad_accum_dtype not in GRAD_ACCUM_DTYPES:
+            raise ConfigError(
+                "grad_accum_dtype",
+                f"must be a float type, one of {', '.join(GRAD_ACCUM_DTYPES)} (got {self.grad_accum_dtype!r})",
             )
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise ConfigError("peak_tflops", f"must be positive (got {self.peak_tflops})")

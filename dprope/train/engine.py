@@ -22,6 +22,7 @@ from dprope.model import ModelConfig, apply_rope, flash_attn_available
 from dprope.rope.registry import RopeConfig
 from dprope.rope.strategies import RopeScaling
 from dprope.train.config import TrainerConfig
+from dprope.train.kernels import apply_kernels
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,23 @@ def resolve_attention(trainer: TrainerConfig) -> str:
     return "flash_attention_2" if flash_attn_available() else "sdpa"
 
 
+def check_grad_accum_dtype(trainer: TrainerConfig, precision: str) -> None:
+    """DeepSpeed accumulates bf16 gradients in float32 only inside a ZeRO optimizer (stage >= 1)."""
+    if precision == "bf16" and trainer.grad_accum_dtype == "fp32" and trainer.zero_stage == 0:
+        raise ConfigError(
+            "trainer.grad_accum_dtype",
+            "fp32 accumulation of bf16 gradients needs zero_stage >= 1 (or use bf16)",
+        )
+
+
 def deepspeed_config(trainer: TrainerConfig, world_size: int, precision: str) -> dict[str, Any]:
-    """The DeepSpeed config generated from the trainer config (no separate JSON to keep in sync)."""
+    """The DeepSpeed config generated from the trainer config (no separate JSON to keep in sync).
+
+    Under bf16, ``data_types.grad_accum_dtype`` is ``trainer.grad_accum_dtype`` (fp32 by default):
+    ZeRO then keeps each rank's gradient partition in float32 and adds every micro-step's bf16
+    gradient into it, instead of summing up to 64 micro-batches in bf16 (8 significant bits).
+    fp32 runs accumulate in fp32 anyway.
+    """
     cpu = not torch.cuda.is_available()
     zero: dict[str, Any] = {"stage": trainer.zero_stage}
     if trainer.zero_stage == 3:
@@ -138,6 +154,7 @@ def deepspeed_config(trainer: TrainerConfig, world_size: int, precision: str) ->
         },
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
+        "data_types": {"grad_accum_dtype": trainer.grad_accum_dtype if precision == "bf16" else "fp32"},
         "gradient_clipping": trainer.grad_clip,
         "steps_per_print": 10**9,  # our own logging reports progress
         "wall_clock_breakdown": False,
@@ -225,9 +242,11 @@ def build_engine(
     runtime: Runtime,
     precision: str,
     attention: str,
+    kernels: str = "none",
 ):
-    """Load the model from ``hf_config`` (the strategy already applied, see `model_hf_config`) and
-    wrap it in a DeepSpeed engine. Returns ``(engine, ds_config)``."""
+    """Load the model from ``hf_config`` (the strategy already applied, see `model_hf_config`),
+    apply the resolved ``kernels`` (`dprope.train.kernels`) and wrap it in a DeepSpeed engine.
+    Returns ``(engine, ds_config)``."""
     import deepspeed
 
     ds_config = deepspeed_config(trainer, runtime.world_size, precision)
@@ -241,6 +260,7 @@ def build_engine(
     if trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    apply_kernels(model, kernels, trainer.zero_stage)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
     restored = restore_rotary_frequencies(engine.module, scaling)
     log.info("rotary frequencies restored in float32 in %d module(s)", restored)

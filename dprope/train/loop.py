@@ -32,6 +32,7 @@ from dprope.train.config import EXIT_NON_FINITE, EXIT_PREEMPTED, RunConfig
 from dprope.train.engine import (
     Runtime,
     build_engine,
+    check_grad_accum_dtype,
     check_pretrained,
     expected_world_size,
     init_distributed,
@@ -41,7 +42,15 @@ from dprope.train.engine import (
     resolve_precision,
 )
 from dprope.train.export import export_hf
-from dprope.train.metrics import MetricsLog, flops_per_token, peak_flops, peak_memory_gib
+from dprope.train.inputs import model_inputs
+from dprope.train.kernels import resolve_kernels
+from dprope.train.metrics import (
+    MetricsLog,
+    flops_per_token,
+    non_embedding_parameters,
+    peak_flops,
+    peak_memory_gib,
+)
 from dprope.train.signals import StopRequest
 from dprope.train.tracking import Tracker
 
@@ -77,13 +86,6 @@ def train_loader(dataset, seed: int, micro_batch_size: int, runtime, consumed: i
         return DataLoader(stream, batch_size=micro_batch_size, collate_fn=collate_packed)
     sampler = ResumableSampler(len(dataset), seed, runtime.rank, runtime.world_size, consumed)
     return DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler, collate_fn=collate_packed)
-
-
-def _non_embedding_params(model: torch.nn.Module) -> int:
-    embedding = model.get_input_embeddings()
-    skip = {id(p) for p in embedding.parameters()}
-    # ZeRO-3 partitions parameters: ds_numel is the full size
-    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if id(p) not in skip)
 
 
 def _finite(value: float | None) -> bool:
@@ -136,7 +138,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     attention = resolve_attention(trainer)
     check_pretrained(run.model)
     trainer.accumulation_steps(expected_world_size())
+    check_grad_accum_dtype(trainer, precision)
     hf_config, scaling = model_hf_config(run.model, run.rope)
+    kernels = resolve_kernels(trainer.kernels, hf_config.model_type)
     resume_from = checkpoint.resolve_resume(trainer.resume, output_dir)
 
     runtime = init_distributed()
@@ -155,8 +159,16 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     if runtime.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
-    log.info("attention: %s, precision: %s, world size %d", attention, precision, runtime.world_size)
-    engine, ds_config = build_engine(run.model, hf_config, scaling, trainer, runtime, precision, attention)
+    log.info(
+        "attention: %s, kernels: %s, precision: %s, world size %d",
+        attention,
+        kernels,
+        precision,
+        runtime.world_size,
+    )
+    engine, ds_config = build_engine(
+        run.model, hf_config, scaling, trainer, runtime, precision, attention, kernels
+    )
 
     state = checkpoint.TrainerState(world_size=runtime.world_size)
     if resume_from is not None:
@@ -175,7 +187,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         )
         print(
             f"dprope: {run.rope.name} s={run.rope.factor:g} -> {scaling.target_length} tokens, "
-            f"disturbance {summary['disturbance']:.3f}, attention {attention}, {precision}, "
+            f"disturbance {summary['disturbance']:.3f}, attention {attention}, kernels {kernels}, {precision}, "
             f"world {runtime.world_size} x micro {trainer.micro_batch_size} x accumulation {accumulation}",
             flush=True,
         )
@@ -183,7 +195,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     hf = engine.module.config
     seq_len = run.data.max_length
     per_token = flops_per_token(
-        _non_embedding_params(engine.module),
+        non_embedding_parameters(engine.module),
         hf.num_hidden_layers,
         hf.num_attention_heads,
         scaling.head_dim,
@@ -217,11 +229,7 @@ def train_step(job: Job, stop: StopRequest) -> StepResult:
     loss_sum = torch.zeros((), device=device, dtype=torch.float32)
     for _ in range(job.accumulation):
         batch = next(job.batches)
-        outputs = engine(
-            input_ids=batch["input_ids"].to(device),
-            labels=batch["labels"].to(device),
-            position_ids=batch["position_ids"].to(device),
-        )
+        outputs = engine(**model_inputs(batch, device))
         loss = outputs.loss
         del outputs  # the logits must not live into the next micro-step's forward
         engine.backward(loss)

@@ -26,6 +26,12 @@ def flops_per_token(num_params: int, num_layers: int, num_heads: int, head_dim: 
     return 6.0 * num_params + 12.0 * num_layers * num_heads * head_dim * seq_len
 
 
+def non_embedding_parameters(model: torch.nn.Module) -> int:
+    """N of the convention: every parameter but the input embedding (full sizes under ZeRO-3)."""
+    skip = {id(p) for p in model.get_input_embeddings().parameters()}
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if id(p) not in skip)
+
+
 def peak_flops(configured_tflops: float | None) -> float | None:
     """Peak FLOP/s of one device: configured, or looked up by the GPU name; None on CPU/unknown."""
     if configured_tflops is not None:

@@ -1,0 +1,108 @@
+"""Fused training kernels (`trainer.kernels`), applied to the HF model before DeepSpeed wraps it.
+
+`liger` applies Liger-Kernel (Hsu et al., 2024) to the model instance: the fused linear
+cross-entropy computes the loss chunk by chunk from the last hidden states and `lm_head`, so the
+full ``(batch, seq, vocab)`` logits, upcast to float32 by HF's loss (about 2 GiB at 16k tokens
+and a 32k vocabulary, twice that with its gradient), are never materialised; RMSNorm and SwiGLU
+are fused Triton kernels.
+
+Liger's RoPE kernel is not applied: it rotates q and k in the dtype of the cos/sin it is handed
+(bf16 under bf16 training), in a Triton kernel whose agreement with HF's rotation is not checked
+here. HF's rotation stays, with angles computed in float32 from the strategy's frequencies
+(method-notes section 8); the GPU tests check those frequencies after the kernels are applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import sys
+
+import torch
+
+from dprope.config import ConfigError, first_line
+
+log = logging.getLogger(__name__)
+
+# Liger's fused linear cross-entropy, RMSNorm and SwiGLU; its RoPE stays off (see the module docstring).
+LIGER_OPTIONS = {
+    "rope": False,
+    "cross_entropy": False,
+    "fused_linear_cross_entropy": True,
+    "rms_norm": True,
+    "swiglu": True,
+}
+
+
+def liger_import_error() -> str | None:
+    """Why Liger-Kernel cannot be imported here, or None when it can."""
+    try:
+        importlib.import_module("liger_kernel.transformers")
+    except Exception as err:  # a missing package, or triton failing without a GPU toolchain
+        return first_line(err)
+    return None
+
+
+def liger_model_types() -> set[str]:
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+
+    return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
+
+
+def resolve_kernels(requested: str, model_type: str) -> str:
+    """``liger`` or ``none``; ``liger`` where it cannot run is a one-line error (before the model loads).
+
+    ``auto`` is liger when CUDA is present, the package imports and it supports the model type.
+    """
+    if requested == "none":
+        return "none"
+    cuda = torch.cuda.is_available()
+    problem = None if cuda else "needs a CUDA GPU"
+    if problem is None:
+        error = liger_import_error()
+        if error is not None:
+            problem = f"needs the liger-kernel package (pip install -e .[gpu]): {error}"
+    if problem is None and model_type not in liger_model_types():
+        problem = f"Liger-Kernel has no kernels for model type {model_type!r}"
+    if problem is None:
+        return "liger"
+    if requested == "liger":
+        raise ConfigError("trainer.kernels", f"liger {problem}; use none (or auto)")
+    log.info("kernels: none (liger %s)", problem)
+    return "none"
+
+
+@contextlib.contextmanager
+def _instance_only(model: torch.nn.Module):
+    """Undo what Liger's apply function writes into the modelling module (classes, functions) once
+    the instance is patched, so models built later in the process stay plain HF."""
+    module = sys.modules[type(model).__module__]
+    saved = dict(vars(module))
+    saved_forward = type(model).__dict__.get("forward")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if vars(module).get(name) is not value:
+                setattr(module, name, value)
+        if saved_forward is not None and type(model).__dict__.get("forward") is not saved_forward:
+            type(model).forward = saved_forward
+
+
+def apply_kernels(model: torch.nn.Module, kernels: str, zero_stage: int) -> None:
+    """Apply the resolved ``kernels`` to ``model`` (before `deepspeed.initialize`)."""
+    if kernels == "none":
+        return
+    import deepspeed
+    from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
+
+    with _instance_only(model):
+        _apply_liger_kernel_to_instance(model=model, **LIGER_OPTIONS)
+    if zero_stage == 3:
+        # the fused loss reads lm_head.weight inside the model's forward without calling lm_head,
+        # so ZeRO-3's per-module hooks would leave it partitioned (empty): let the top module
+        # gather it for its forward and backward
+        head = model.get_output_embeddings()
+        deepspeed.zero.register_external_parameter(model, head.weight)
+    log.info("kernels: liger (%s)", ", ".join(k for k, on in LIGER_OPTIONS.items() if on))
