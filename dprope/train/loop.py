@@ -41,6 +41,7 @@ from dprope.train.engine import (
     resolve_precision,
 )
 from dprope.train.export import export_hf
+from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
 from dprope.train.metrics import MetricsLog, flops_per_token, peak_flops, peak_memory_gib
 from dprope.train.signals import StopRequest
 from dprope.train.tracking import Tracker
@@ -109,6 +110,7 @@ class Job:
     metrics: MetricsLog | None  # rank 0 only
     batches: Any  # iterator over this rank's micro-batches
     last_saved: int  # step of the newest checkpoint this run wrote or resumed from (-1: none)
+    long_context: LongContext  # sequence parallelism and tiling (DeepSpeed ALST)
 
     @property
     def output_dir(self) -> Path:
@@ -137,6 +139,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     check_pretrained(run.model)
     trainer.accumulation_steps(expected_world_size())
     hf_config, scaling = model_hf_config(run.model, run.rope)
+    check_long_context(trainer, hf_config, run.data.max_length, attention)
     resume_from = checkpoint.resolve_resume(trainer.resume, output_dir)
 
     runtime = init_distributed()
@@ -156,7 +159,10 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
     log.info("attention: %s, precision: %s, world size %d", attention, precision, runtime.world_size)
-    engine, ds_config = build_engine(run.model, hf_config, scaling, trainer, runtime, precision, attention)
+    plan = LongContext.from_trainer(trainer)
+    engine, ds_config = build_engine(
+        run.model, hf_config, scaling, trainer, runtime, precision, attention, plan=plan
+    )
 
     state = checkpoint.TrainerState(world_size=runtime.world_size)
     if resume_from is not None:
@@ -176,7 +182,12 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         print(
             f"dprope: {run.rope.name} s={run.rope.factor:g} -> {scaling.target_length} tokens, "
             f"disturbance {summary['disturbance']:.3f}, attention {attention}, {precision}, "
-            f"world {runtime.world_size} x micro {trainer.micro_batch_size} x accumulation {accumulation}",
+            f"world {runtime.world_size} x micro {trainer.micro_batch_size} x accumulation {accumulation}"
+            + (
+                f" / sequence parallel {plan.sequence_parallel_size}"
+                if plan.sequence_parallel_size > 1
+                else ""
+            ),
             flush=True,
         )
 
@@ -190,6 +201,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         seq_len,
     )
     loader = train_loader(dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples)
+    # with SP, each group's ranks take turns supplying the sequence they all work on; a step's
+    # accumulation is a multiple of the SP size, so resuming at consumed_samples stays exact
+    loader = sp_loader(loader, runtime, plan)
     return Job(
         run=run,
         runtime=runtime,
@@ -205,6 +219,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         tracker=tracker,
         metrics=metrics,
         batches=iter(loader),
+        long_context=plan,
         last_saved=state.step if resume_from is not None else -1,
     )
 
@@ -216,24 +231,17 @@ def train_step(job: Job, stop: StopRequest) -> StepResult:
     start = time.perf_counter()
     loss_sum = torch.zeros((), device=device, dtype=torch.float32)
     for _ in range(job.accumulation):
-        batch = next(job.batches)
-        outputs = engine(
-            input_ids=batch["input_ids"].to(device),
-            labels=batch["labels"].to(device),
-            position_ids=batch["position_ids"].to(device),
-        )
-        loss = outputs.loss
-        del outputs  # the logits must not live into the next micro-step's forward
-        engine.backward(loss)
+        # the outputs (logits) die inside: they must not live into the next micro-step's forward
+        loss = forward_backward(engine, next(job.batches), device, job.long_context)
         engine.step()
-        loss_sum += loss.detach().float()
-        del loss
+        loss_sum += loss.float()
     shared = torch.stack([loss_sum, torch.tensor(float(bool(stop)), device=device)])
     if dist.is_initialized():
         dist.all_reduce(shared)
     loss_value, stop_flag = shared.tolist()
     grad_norm = engine.get_global_grad_norm()
     return StepResult(
+        # every rank holds its SP group's loss: the mean over ranks is the mean over the global batch
         loss=loss_value / (job.accumulation * job.runtime.world_size),
         grad_norm=float(grad_norm) if grad_norm is not None else None,
         stop_requested=stop_flag > 0,
