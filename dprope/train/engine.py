@@ -273,10 +273,13 @@ def build_engine(
             plan.group = mpu.get_sequence_parallel_group()
         if plan.tiled:
             log.info("tiled MLP in %d module(s)", apply_tiled_mlp(model, trainer))
-            capture_final_hidden(model, plan)
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=ds_config, mpu=mpu
     )
+    if plan is not None and plan.tiled:
+        # after the wrap: ZeRO-3's own hooks come first, so the captured output is the one whose
+        # backward gathers the norm's partitioned weight again
+        capture_final_hidden(engine.module, plan)
     restored = restore_rotary_frequencies(engine.module, scaling)
     log.info("rotary frequencies restored in float32 in %d module(s)", restored)
     del keep_alive
