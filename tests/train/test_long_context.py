@@ -219,25 +219,23 @@ def test_sequence_parallel_tiled_run_resumes_exactly_after_sigkill(single_proces
         tmp_path / "killed", data_cache, "trainer.sequence_parallel_size=2", "trainer.tiled_compute=true"
     )
     reference = tmp_path / "uninterrupted"
-    run(
+    output = run(
         sp_run(reference, data_cache, "trainer.sequence_parallel_size=2", "trainer.tiled_compute=true"),
         TORCHRUN,
     )
+    assert "tiled MLP in 2 module(s)" in output
     assert_same_training(reference, single_process_run)  # SP and tiling together
 
     killed = tmp_path / "killed"
     command = [*TORCHRUN, str(TRAIN), *overrides]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=train_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    log = tmp_path / "killed.log"
+    with open(log, "w") as handle:  # a file, not a pipe nobody reads while the run writes
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=train_env(), stdout=handle, stderr=handle, start_new_session=True
+        )
     deadline = time.monotonic() + 600
     while len(read_metrics(killed)) < 4:  # past the checkpoint of step 3
-        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert process.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
