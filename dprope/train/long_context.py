@@ -46,7 +46,8 @@ LOGITS_TILE_BYTES = 2**30  # automatic logits tiles hold at most this much float
 
 
 def check_long_context(trainer: TrainerConfig, hf_config: Any, max_length: int, attention: str) -> None:
-    """Every sequence-parallel and tiling requirement that needs no model: one-line errors."""
+    """Every sequence-parallel requirement that needs no model (heads, length, attention): one-line
+    errors naming the field, before anything loads."""
     size = trainer.sequence_parallel_size
     if size == 1:
         return
