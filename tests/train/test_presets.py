@@ -89,7 +89,8 @@ def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
         "trainer.sequence_parallel_size=1",  # one CPU process
     ]
     k = cfg.rope.get("num_interpolated_dims")
-    tiny_k = None if k is None else k * 16 // cfg.model.head_dim  # the tiny model's head_dim is 16
+    # the tiny model's head_dim is 16; k stays even (2 dims per rotary pair)
+    tiny_k = None if k is None else k * 16 // cfg.model.head_dim // 2 * 2
     if tiny_k is not None:
         overrides.append(f"rope.num_interpolated_dims={tiny_k}")
     cfg = compose_preset(name, overrides)
