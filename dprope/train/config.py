@@ -65,6 +65,14 @@ class TrainerConfig:
     peak_tflops: float | None = (
         None  # per-device peak for MFU; null = known GPUs (A100, H100, H200), else MFU not reported
     )
+    sequence_parallel_size: int = (
+        1  # Ulysses SP (DeepSpeed ALST): ranks sharing each sequence; data-parallel degree = world / this
+    )
+    tiled_compute: bool = False  # DeepSpeed ALST TiledMLP and TiledFusedLogitsLoss: MLP and loss tile by tile
+    tiled_shards: int | None = (
+        None  # tiles per sequence (shard); null = MLP tiles of hidden_size tokens, logits tiles <= 1 GiB fp32
+    )
+    offload_activations: bool = False  # gradient-checkpoint inputs to pinned CPU memory (DeepSpeed); GPU only, needs gradient_checkpointing
 
     def __post_init__(self) -> None:
         positive = ("steps", "global_batch_size", "micro_batch_size", "log_every", "keep_last")
@@ -105,9 +113,38 @@ class TrainerConfig:
             raise ConfigError("peak_tflops", f"must be positive (got {self.peak_tflops})")
         if not self.output_dir:
             raise ConfigError("output_dir", "must be set")
+        if self.sequence_parallel_size < 1:
+            raise ConfigError("sequence_parallel_size", f"must be >= 1 (got {self.sequence_parallel_size})")
+        if self.sequence_parallel_size > 1 and self.zero_stage != 3:
+            # measured with DeepSpeed 0.19.8: ZeRO stages 0-2 average the Ulysses gradients over the
+            # data-parallel degree only, so they come out sequence_parallel_size times too large
+            # (and clipping then acts on the wrong norm); ZeRO-3 gives the single-GPU gradient
+            raise ConfigError("sequence_parallel_size", "needs zero_stage 3 (stages 0-2 scale the gradients)")
+        if self.tiled_shards is not None and self.tiled_shards < 1:
+            raise ConfigError("tiled_shards", f"must be >= 1 or null (got {self.tiled_shards})")
+        if self.offload_activations and not self.gradient_checkpointing:
+            raise ConfigError(
+                "offload_activations", "offloads checkpointed activations: needs gradient_checkpointing"
+            )
+
+    def data_parallel_size(self, world_size: int) -> int:
+        """Model replicas: the world size over the ranks that share one sequence."""
+        if world_size % self.sequence_parallel_size:
+            raise ConfigError(
+                "trainer.sequence_parallel_size",
+                f"{self.sequence_parallel_size} does not divide the world size {world_size}",
+            )
+        return world_size // self.sequence_parallel_size
 
     def accumulation_steps(self, world_size: int) -> int:
-        """Micro-batches per optimizer step on each process; the global batch must divide evenly."""
+        """Micro-batches per optimizer step on each process: global batch / (micro x data parallel).
+
+        The global batch must divide by micro x world size (not only micro x data parallel): then
+        the accumulation is a multiple of the sequence-parallel size, and every step ends where
+        DeepSpeed's SP loader adapter has used up the sequences it gathered from the group, which
+        is what makes resuming exact (`dprope.train.long_context`).
+        """
+        data_parallel = self.data_parallel_size(world_size)
         per_step = self.micro_batch_size * world_size
         if self.global_batch_size % per_step:
             raise ConfigError(
@@ -115,7 +152,7 @@ class TrainerConfig:
                 f"{self.global_batch_size} is not divisible by micro_batch_size x world size "
                 f"= {self.micro_batch_size} x {world_size}",
             )
-        return self.global_batch_size // per_step
+        return self.global_batch_size // (self.micro_batch_size * data_parallel)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The one place that knows about DeepSpeed: process group, ZeRO config, model wrapping.
+"""The one place that knows about DeepSpeed: process group, ZeRO config, model wrapping (DeepSpeed's
+long-sequence parts are applied here, from `dprope.train.long_context`).
 
 Model code stays single-device; `build_engine` loads (or randomly initialises) the HF model with
 the RoPE strategy already in its config, wraps it with `deepspeed.initialize`, and then puts the
@@ -23,6 +24,12 @@ from dprope.rope.registry import RopeConfig
 from dprope.rope.strategies import RopeScaling
 from dprope.train.config import TrainerConfig
 from dprope.train.kernels import apply_kernels
+from dprope.train.long_context import (
+    LongContext,
+    apply_tiled_mlp,
+    capture_final_hidden,
+    register_sequence_parallel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +166,9 @@ def deepspeed_config(trainer: TrainerConfig, world_size: int, precision: str) ->
         "steps_per_print": 10**9,  # our own logging reports progress
         "wall_clock_breakdown": False,
     }
+    if trainer.sequence_parallel_size > 1:
+        # DeepSpeed then counts train_batch_size over world / SP data-parallel replicas
+        config["sequence_parallel_size"] = trainer.sequence_parallel_size
     if trainer.warmup_steps > 0:
         config["scheduler"] = {
             "type": "WarmupLR",
@@ -243,10 +253,15 @@ def build_engine(
     precision: str,
     attention: str,
     kernels: str = "none",
+    plan: LongContext | None = None,
 ):
     """Load the model from ``hf_config`` (the strategy already applied, see `model_hf_config`),
     apply the resolved ``kernels`` (`dprope.train.kernels`) and wrap it in a DeepSpeed engine.
-    Returns ``(engine, ds_config)``."""
+    Returns ``(engine, ds_config)``.
+
+    With a `LongContext` plan, DeepSpeed's ALST parts go in before the wrap: Ulysses attention and
+    its process groups (``plan.group``), tiled MLPs, the capture of the final hidden states for the
+    tiled logits-loss."""
     import deepspeed
 
     ds_config = deepspeed_config(trainer, runtime.world_size, precision)
@@ -261,7 +276,20 @@ def build_engine(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     apply_kernels(model, kernels, trainer.zero_stage)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    mpu = None
+    if plan is not None:
+        mpu = register_sequence_parallel(model, trainer, attention)
+        if mpu is not None:
+            plan.group = mpu.get_sequence_parallel_group()
+        if plan.tiled:
+            log.info("tiled MLP in %d module(s)", apply_tiled_mlp(model, trainer))
+    engine, *_ = deepspeed.initialize(
+        model=model, model_parameters=model.parameters(), config=ds_config, mpu=mpu
+    )
+    if plan is not None and plan.tiled:
+        # after the wrap: ZeRO-3's own hooks come first, so the captured output is the one whose
+        # backward gathers the norm's partitioned weight again
+        capture_final_hidden(engine.module, plan)
     restored = restore_rotary_frequencies(engine.module, scaling)
     log.info("rotary frequencies restored in float32 in %d module(s)", restored)
     del keep_alive

@@ -50,15 +50,19 @@ def liger_model_types() -> set[str]:
     return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
 
 
-def resolve_kernels(requested: str, model_type: str) -> str:
+def resolve_kernels(requested: str, model_type: str, long_context: bool = False) -> str:
     """``liger`` or ``none``; ``liger`` where it cannot run is a one-line error (before the model loads).
 
     ``auto`` is liger when CUDA is present, the package imports and it supports the model type.
+    ``long_context`` (sequence parallelism or tiled compute, `dprope.train.long_context`): those
+    bring DeepSpeed's own tiled logits-loss, which Liger's fused loss would replace untested.
     """
     if requested == "none":
         return "none"
     cuda = torch.cuda.is_available()
     problem = None if cuda else "needs a CUDA GPU"
+    if long_context:
+        problem = "is not combined with sequence_parallel_size > 1 or tiled_compute (DeepSpeed's tiled loss)"
     if problem is None:
         error = liger_import_error()
         if error is not None:

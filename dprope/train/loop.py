@@ -42,8 +42,8 @@ from dprope.train.engine import (
     resolve_precision,
 )
 from dprope.train.export import export_hf
-from dprope.train.inputs import model_inputs
 from dprope.train.kernels import resolve_kernels
+from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
 from dprope.train.metrics import (
     MetricsLog,
     flops_per_token,
@@ -111,6 +111,7 @@ class Job:
     metrics: MetricsLog | None  # rank 0 only
     batches: Any  # iterator over this rank's micro-batches
     last_saved: int  # step of the newest checkpoint this run wrote or resumed from (-1: none)
+    long_context: LongContext  # sequence parallelism and tiling (DeepSpeed ALST)
 
     @property
     def output_dir(self) -> Path:
@@ -140,7 +141,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     trainer.accumulation_steps(expected_world_size())
     check_grad_accum_dtype(trainer, precision)
     hf_config, scaling = model_hf_config(run.model, run.rope)
-    kernels = resolve_kernels(trainer.kernels, hf_config.model_type)
+    long_context = trainer.sequence_parallel_size > 1 or trainer.tiled_compute
+    kernels = resolve_kernels(trainer.kernels, hf_config.model_type, long_context)
+    check_long_context(trainer, hf_config, run.data.max_length, attention)
     resume_from = checkpoint.resolve_resume(trainer.resume, output_dir)
 
     runtime = init_distributed()
@@ -166,8 +169,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         precision,
         runtime.world_size,
     )
+    plan = LongContext.from_trainer(trainer)
     engine, ds_config = build_engine(
-        run.model, hf_config, scaling, trainer, runtime, precision, attention, kernels
+        run.model, hf_config, scaling, trainer, runtime, precision, attention, kernels, plan=plan
     )
 
     state = checkpoint.TrainerState(world_size=runtime.world_size)
@@ -188,7 +192,12 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         print(
             f"dprope: {run.rope.name} s={run.rope.factor:g} -> {scaling.target_length} tokens, "
             f"disturbance {summary['disturbance']:.3f}, attention {attention}, kernels {kernels}, {precision}, "
-            f"world {runtime.world_size} x micro {trainer.micro_batch_size} x accumulation {accumulation}",
+            f"world {runtime.world_size} x micro {trainer.micro_batch_size} x accumulation {accumulation}"
+            + (
+                f" / sequence parallel {plan.sequence_parallel_size}"
+                if plan.sequence_parallel_size > 1
+                else ""
+            ),
             flush=True,
         )
 
@@ -202,6 +211,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         seq_len,
     )
     loader = train_loader(dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples)
+    # with SP, each group's ranks take turns supplying the sequence they all work on; a step's
+    # accumulation is a multiple of the SP size, so resuming at consumed_samples stays exact
+    loader = sp_loader(loader, runtime, plan)
     return Job(
         run=run,
         runtime=runtime,
@@ -217,6 +229,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         tracker=tracker,
         metrics=metrics,
         batches=iter(loader),
+        long_context=plan,
         last_saved=state.step if resume_from is not None else -1,
     )
 
@@ -228,14 +241,10 @@ def train_step(job: Job, stop: StopRequest) -> StepResult:
     start = time.perf_counter()
     loss_sum = torch.zeros((), device=device, dtype=torch.float32)
     for _ in range(job.accumulation):
-        batch = next(job.batches)
-        outputs = engine(**model_inputs(batch, device))
-        loss = outputs.loss
-        del outputs  # the logits must not live into the next micro-step's forward
-        engine.backward(loss)
+        # the outputs (logits) die inside: they must not live into the next micro-step's forward
+        loss = forward_backward(engine, next(job.batches), device, job.long_context)
         engine.step()
-        loss_sum += loss.detach().float()
-        del loss
+        loss_sum += loss.float()
     # ZeRO-3 keeps the global gradient norm as a device tensor: read it in the same single sync
     reported = engine.get_global_grad_norm()
     norm = torch.as_tensor(0.0 if reported is None else reported, device=device, dtype=torch.float32)
@@ -246,6 +255,7 @@ def train_step(job: Job, stop: StopRequest) -> StepResult:
     loss_value, stop_flag, norm_sum = shared.tolist()  # the step's one host sync
     world = job.runtime.world_size if dist.is_initialized() else 1
     return StepResult(
+        # every rank holds its SP group's loss: the mean over ranks is the mean over the global batch
         loss=loss_value / (job.accumulation * world),
         grad_norm=None if reported is None else norm_sum / world,  # the same global norm on every rank
         stop_requested=stop_flag > 0,

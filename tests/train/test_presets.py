@@ -26,7 +26,7 @@ def compose_preset(name: str, overrides: list[str]):
 
 
 def test_the_paper_settings_are_all_there():
-    paper = [p for p in PRESETS if p.startswith("llama")]
+    paper = [p for p in PRESETS if p.startswith("llama") and p.split("_")[1] in ("8k", "16k")]
     assert len(paper) == 12
     for name in paper:
         cfg = compose_preset(name, [])
@@ -44,6 +44,34 @@ def test_the_paper_settings_are_all_there():
         assert any(f"{steps} steps x 64 sequences x {length}" in line for line in first_lines)
 
 
+# k: the per-pair argmin of `python launch/analyze.py model=llama2_7b rope=dprope rope.factor=S`
+LONG_CONTEXT = {
+    "32k": (8.0, 32768, 32, 2, 84),
+    "64k": (16.0, 65536, 16, 4, 90),
+    "128k": (32.0, 131072, 8, 8, 102),
+}
+
+
+def test_the_long_context_settings_keep_the_16k_tokens_per_step():
+    for context, (factor, length, batch, sp, k) in LONG_CONTEXT.items():
+        for method in ("pi", "yarn", "ours"):
+            name = f"llama7b_{context}_{method}"
+            cfg = compose_preset(name, [])
+            assert (cfg.rope.factor, cfg.data.max_length, cfg.trainer.global_batch_size) == (
+                factor,
+                length,
+                batch,
+            )
+            assert batch * length == 64 * 16384 and cfg.trainer.steps == 500
+            assert cfg.trainer.sequence_parallel_size == sp and cfg.trainer.tiled_compute
+            assert length // sp == 16384  # each of the 8 GPUs holds a 16k slice, as in the 16k setting
+            assert batch % 8 == 0  # global batch divisible by micro x 8 GPUs
+            if method == "ours":
+                assert cfg.rope.num_interpolated_dims == k
+            head = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text().splitlines()[:5]
+            assert any(f"500 steps x {batch} sequences x {length}" in line for line in head)
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
     cfg = compose_preset(name, [])
@@ -57,9 +85,11 @@ def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
         f"trainer.micro_batch_size={min(8, cfg.trainer.global_batch_size)}",
         f"trainer.output_dir={tmp_path}",
         "logger=none",
+        "trainer.sequence_parallel_size=1",  # one CPU process
     ]
     k = cfg.rope.get("num_interpolated_dims")
-    tiny_k = None if k is None else k * 16 // cfg.model.head_dim  # the tiny model's head_dim is 16
+    # the tiny model's head_dim is 16; k stays even (2 dims per rotary pair)
+    tiny_k = None if k is None else k * 16 // cfg.model.head_dim // 2 * 2
     if tiny_k is not None:
         overrides.append(f"rope.num_interpolated_dims={tiny_k}")
     cfg = compose_preset(name, overrides)

@@ -180,7 +180,7 @@ def test_zero3_on_two_cpu_processes_matches_one(reference_run, tmp_path, data_ca
 @pytest.mark.parametrize(
     "override,field",
     [
-        ("+experiment=llama7b_32k_ours", "experiment"),
+        ("+experiment=llama7b_1m_ours", "experiment"),
         ("rope=clex", "rope"),
         ("trainer.global_batch_size=5", "trainer.global_batch_size"),
         ("data.max_length=2048", "data.max_length"),

@@ -1,0 +1,253 @@
+"""The longest sequence a LLaMA-7B-shaped model trains one step at, per long-context option.
+
+    python scripts/bench_max_length.py                                   # plain, tiled, tiled+offload on 1 GPU
+    python scripts/bench_max_length.py --options sp --sp 8               # Ulysses SP=8 (+ tiling, offload)
+    python scripts/bench_max_length.py --smoke                           # tiny model on CPU: the plumbing only
+
+Options (`dprope.train.long_context`, DeepSpeed ALST): ``plain`` (ZeRO-3, gradient checkpointing,
+bf16), ``tiled`` (+ TiledMLP and TiledFusedLogitsLoss), ``tiled+offload`` (+ checkpoint inputs
+offloaded to CPU), ``sp`` (all of it with ``trainer.sequence_parallel_size=N`` on N processes).
+
+Each attempt is a fresh child process (under torchrun for ``sp``) that builds the random-init
+model with the trainer's own engine, runs a warm-up step and a timed step on one random
+sequence per data-parallel replica, and prints one JSON line. A CUDA out-of-memory error, or a
+peak memory above ``--memory-limit-gib``, means "does not fit". The search starts at the longest
+length, then bisects on multiples of ``--granule`` (lengths that fit are assumed to form a prefix).
+
+Reported per option: the longest length that fits, its tokens/s (timed step) and MFU (PaLM
+FLOPs, `dprope.train.metrics`; GPU only), peak memory, and the attempts made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+OPTIONS = ("plain", "tiled", "tiled+offload", "sp")
+OOM_EXIT = 3
+
+
+def longest_fitting(
+    fits: Callable[[int], bool], low: int, high: int, granule: int
+) -> tuple[int | None, list]:
+    """The largest multiple of ``granule`` in [low, high] for which ``fits`` holds, assuming the
+    lengths that fit are a prefix; None when even ``low`` does not. Returns it and the attempts."""
+    attempts: list[tuple[int, bool]] = []
+
+    def tried(length: int) -> bool:
+        ok = fits(length)
+        attempts.append((length, ok))
+        return ok
+
+    low, high = math.ceil(low / granule), high // granule  # in granules
+    if low > high:
+        raise ValueError("no multiple of the granule between the lengths")
+    if tried(high * granule):
+        return high * granule, attempts
+    if not tried(low * granule):
+        return None, attempts
+    while high - low > 1:  # low fits, high does not
+        middle = (low + high) // 2
+        if tried(middle * granule):
+            low = middle
+        else:
+            high = middle
+    return low * granule, attempts
+
+
+def model_config(smoke: bool):
+    from dprope.model import ModelConfig
+
+    if smoke:
+        return ModelConfig(name="tiny", tokenizer="byte")
+    # LLaMA-2-7B's shape (configs/model/llama2_7b.yaml), random weights: memory and speed only
+    return ModelConfig(
+        name="llama2-7b-shape",
+        tokenizer="byte",  # unused: the tokens are random
+        head_dim=128,
+        original_max_position_embeddings=4096,
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        intermediate_size=11008,
+        vocab_size=32000,
+    )
+
+
+def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | None) -> dict:
+    """One warm-up and one timed training step at ``length`` in this process (every rank)."""
+    import torch
+
+    from dprope.rope.registry import rope_config
+    from dprope.train.config import TrainerConfig
+    from dprope.train.engine import (
+        build_engine,
+        init_distributed,
+        model_hf_config,
+        resolve_attention,
+        resolve_precision,
+    )
+    from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
+    from dprope.train.loop import _non_embedding_params
+    from dprope.train.metrics import flops_per_token, peak_flops, peak_memory_gib
+
+    runtime = init_distributed()
+    sequence_parallel = runtime.world_size if option == "sp" else 1
+    data_parallel = runtime.world_size // sequence_parallel
+    trainer = TrainerConfig(
+        output_dir="unused",
+        global_batch_size=runtime.world_size,  # one sequence per rank and step: SP turns x replicas
+        micro_batch_size=1,
+        sequence_parallel_size=sequence_parallel,
+        tiled_compute=option != "plain",
+        offload_activations=option in ("tiled+offload", "sp"),
+        gradient_checkpointing=True,
+    )
+    model = model_config(smoke)
+    factor = max(1.0, length / model.original_max_position_embeddings)
+    hf_config, scaling = model_hf_config(model, rope_config({"name": "pi", "factor": factor}))
+    precision, attention = resolve_precision(trainer), resolve_attention(trainer)
+    check_long_context(trainer, hf_config, length, attention)
+    plan = LongContext.from_trainer(trainer)
+    engine, _ = build_engine(model, hf_config, scaling, trainer, runtime, precision, attention, plan=plan)
+    generator = torch.Generator().manual_seed(runtime.rank // sequence_parallel)
+    sequences = [
+        {
+            "input_ids": ids[None],
+            "labels": ids[None].clone(),
+            "position_ids": torch.arange(length)[None],
+        }
+        for ids in torch.randint(3, model.vocab_size, (2, length), generator=generator)
+    ]
+    # a step is one turn per SP rank: each rank's loader supplies one sequence per step
+    batches = iter(sp_loader(torch.utils.data.DataLoader(sequences, batch_size=None), runtime, plan))
+    cuda = torch.cuda.is_available()
+    elapsed = None
+    try:
+        for step in range(2):
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(sequence_parallel):
+                forward_backward(engine, next(batches), runtime.device, plan)
+                engine.step()
+            if cuda:
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start if step == 1 else None
+    except torch.cuda.OutOfMemoryError:
+        return {"ok": False, "reason": "out of memory"}
+    peak = peak_memory_gib()
+    if memory_limit_gib is not None and peak > memory_limit_gib:
+        return {"ok": False, "reason": f"peak {peak:.2f} GiB over the limit", "peak_memory_gib": peak}
+    tokens = length * data_parallel * sequence_parallel  # one sequence per replica per SP turn
+    hf = engine.module.config
+    per_token = flops_per_token(
+        _non_embedding_params(engine.module),
+        hf.num_hidden_layers,
+        hf.num_attention_heads,
+        scaling.head_dim,
+        length,
+    )
+    tokens_per_s = tokens / elapsed
+    device_peak = peak_flops(None)
+    return {
+        "ok": True,
+        "tokens_per_s": tokens_per_s,
+        "mfu": None if device_peak is None else tokens_per_s * per_token / (runtime.world_size * device_peak),
+        "peak_memory_gib": peak,
+        "world_size": runtime.world_size,
+    }
+
+
+def run_attempt(option: str, length: int, args) -> dict:
+    """`attempt` in a fresh child process (torchrun with --sp processes for ``sp``)."""
+    launcher = [sys.executable]
+    if option == "sp":
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.sp}",
+        ]
+    command = [*launcher, __file__, "--child", option, str(length)]
+    if args.smoke:
+        command.append("--smoke")
+    if args.memory_limit_gib is not None:
+        command += ["--memory-limit-gib", str(args.memory_limit_gib)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    if args.smoke:
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        env.setdefault("OMP_NUM_THREADS", "1")
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if lines:
+        return json.loads(lines[0])
+    if "out of memory" in (done.stdout + done.stderr).lower():
+        return {"ok": False, "reason": "out of memory"}
+    raise SystemExit(f"error: attempt {option} at {length} failed:\n{done.stderr[-3000:]}")
+
+
+def search(option: str, args) -> dict:
+    results: dict[int, dict] = {}
+
+    def fits(length: int) -> bool:
+        results[length] = run_attempt(option, length, args)
+        print(f"  {option:<14} {length:>9}  {'fits' if results[length]['ok'] else results[length]['reason']}")
+        return results[length]["ok"]
+
+    best, attempts = longest_fitting(fits, args.min_length, args.max_length, args.granule)
+    summary = {"option": option, "max_length": best, "attempts": attempts}
+    if best is not None:
+        summary.update({k: v for k, v in results[best].items() if k != "ok"})
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--options", nargs="+", choices=OPTIONS, default=["plain", "tiled", "tiled+offload"])
+    parser.add_argument("--sp", type=int, default=8, help="processes (= SP size) of the sp option")
+    parser.add_argument("--min-length", type=int, default=4096)
+    parser.add_argument("--max-length", type=int, default=524288)
+    parser.add_argument("--granule", type=int, default=4096, help="lengths tried are multiples of this")
+    parser.add_argument(
+        "--memory-limit-gib", type=float, default=None, help="peak memory above this = no fit"
+    )
+    parser.add_argument("--output", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--smoke", action="store_true", help="tiny model on CPU, lengths 64..256")
+    parser.add_argument("--child", nargs=2, metavar=("OPTION", "LENGTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = attempt(args.child[0], int(args.child[1]), args.smoke, args.memory_limit_gib)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps(result), flush=True)
+        return
+    if args.smoke:
+        args.min_length, args.max_length, args.granule = 64, 256, 64
+        args.sp = 2
+    summaries = [search(option, args) for option in args.options]
+    print(f"\n{'option':<14} {'max length':>10} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9}")
+    for s in summaries:
+        mfu = "-" if s.get("mfu") is None else f"{100 * s['mfu']:.1f}%"
+        tokens = "-" if s.get("tokens_per_s") is None else f"{s['tokens_per_s']:.0f}"
+        peak = "-" if s.get("peak_memory_gib") is None else f"{s['peak_memory_gib']:.1f}"
+        print(f"{s['option']:<14} {str(s['max_length']):>10} {tokens:>10} {mfu:>6} {peak:>9}")
+    if args.output is not None:
+        args.output.write_text(json.dumps(summaries, indent=2))
+
+
+if __name__ == "__main__":
+    main()
