@@ -11,11 +11,14 @@ from typing import Any
 
 from dprope.config import ConfigError, from_mapping
 from dprope.data.config import DataConfig, data_config
+from dprope.data.segments import ATTENTION_MODES
 from dprope.model import ModelConfig
+from dprope.rope.precision import ROPE_PRECISIONS
 from dprope.rope.registry import RopeConfig, rope_config
 
 PRECISIONS = ("auto", "bf16", "fp32")
-ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
+
 LOGGERS = ("none", "wandb")
 # Exit code of a run stopped by SIGTERM/SIGUSR1 after saving a checkpoint (EX_TEMPFAIL): a batch
 # script requeues the job on it, and `trainer.resume=auto` continues from that checkpoint.
@@ -43,8 +46,10 @@ class TrainerConfig:
     offload_params: bool = False  # ZeRO-3 parameter offload to the CPU
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     attn_implementation: str = (
-        "auto"  # auto (flash_attention_2 if flash-attn imports, else sdpa) | sdpa | eager | flash_attention_2
+        "auto"  # auto (flash_attention_2 if flash-attn imports; document/anchor on a GPU without it: flex_attention; else sdpa) | flash_attention_2 | flex_attention | sdpa | eager
     )
+    attention: str = "causal"  # causal (whole window, the paper) | document (within each document) | anchor (AnchorAttention); see README
+    rope_precision: str = "model"  # model (transformers: cos/sin and rotation in the activation dtype) | fp32 (q/k rotated in float32, cast back)
     gradient_checkpointing: bool = True  # recompute activations in backward (needed at 8k/16k)
     save_every: int = 100  # checkpoint every N steps (0 = only at the end and on a signal)
     keep_last: int = 2  # complete checkpoints kept; older ones are deleted after a new one is complete
@@ -85,6 +90,14 @@ class TrainerConfig:
             raise ConfigError(
                 "attn_implementation",
                 f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)} (got {self.attn_implementation!r})",
+            )
+        if self.attention not in ATTENTION_MODES:
+            raise ConfigError(
+                "attention", f"must be one of {', '.join(ATTENTION_MODES)} (got {self.attention!r})"
+            )
+        if self.rope_precision not in ROPE_PRECISIONS:
+            raise ConfigError(
+                "rope_precision", f"must be one of {', '.join(ROPE_PRECISIONS)} (got {self.rope_precision!r})"
             )
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise ConfigError("peak_tflops", f"must be positive (got {self.peak_tflops})")
@@ -128,6 +141,14 @@ class RunConfig:
     data: DataConfig
     trainer: TrainerConfig
     logger: LoggerConfig
+
+    def __post_init__(self) -> None:
+        if self.trainer.attention != "causal" and not self.data.add_bos:
+            raise ConfigError(
+                "data.add_bos",
+                f"trainer.attention={self.trainer.attention} needs documents packed with a BOS token "
+                "(the document start and the anchor); set data.add_bos=true",
+            )
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> RunConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import functools
 import math
 import sys
 import time
@@ -22,12 +23,15 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from dprope.config import ConfigError
 from dprope.data import PackedStream, ResumableSampler, build_train_dataset, collate_packed
+from dprope.data.segments import collate_documents
 from dprope.data.tokenizer import load_tokenizer
 from dprope.rope.analysis import DisturbanceAnalyzer
 from dprope.rope.registry import RopeConfig, rope_parameters
 from dprope.rope.strategies import RopeScaling
 from dprope.train import checkpoint
+from dprope.train.attention import kernel_description, model_inputs
 from dprope.train.config import EXIT_NON_FINITE, EXIT_PREEMPTED, RunConfig
 from dprope.train.engine import (
     Runtime,
@@ -70,13 +74,24 @@ def strategy_summary(rope: RopeConfig, scaling: RopeScaling, num_intervals: int 
     }
 
 
-def train_loader(dataset, seed: int, micro_batch_size: int, runtime, consumed: int) -> DataLoader:
+def train_loader(
+    dataset, seed: int, micro_batch_size: int, runtime, consumed: int, collate=collate_packed
+) -> DataLoader:
     """This rank's micro-batches of the global order, after ``consumed`` global samples."""
     if isinstance(dataset, PackedStream):
         stream = dataset.resume(consumed, runtime.rank, runtime.world_size)
-        return DataLoader(stream, batch_size=micro_batch_size, collate_fn=collate_packed)
+        return DataLoader(stream, batch_size=micro_batch_size, collate_fn=collate)
     sampler = ResumableSampler(len(dataset), seed, runtime.rank, runtime.world_size, consumed)
-    return DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler, collate_fn=collate_packed)
+    return DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler, collate_fn=collate)
+
+
+def batch_collate(mode: str, tokenizer):
+    """The collate function of an attention mode; document and anchor need the tokenizer's BOS."""
+    if mode == "causal":
+        return collate_packed
+    if tokenizer.bos_token_id is None:
+        raise ConfigError("model.tokenizer", f"trainer.attention={mode} needs a tokenizer with a BOS token")
+    return functools.partial(collate_documents, mode=mode, bos_id=tokenizer.bos_token_id)
 
 
 def _non_embedding_params(model: torch.nn.Module) -> int:
@@ -98,6 +113,8 @@ class Job:
     runtime: Runtime
     engine: Any  # deepspeed.DeepSpeedEngine
     tokenizer: Any
+    attention: str  # the attention implementation transformers runs (engine.resolve_attention)
+    activation_dtype: torch.dtype
     scaling: RopeScaling
     summary: dict[str, Any]  # strategy_summary, logged and exported
     state: checkpoint.TrainerState
@@ -144,6 +161,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     tokenizer = load_tokenizer(
         run.model.tokenizer_name, field="model.tokenizer" if run.model.tokenizer else "model.pretrained"
     )
+    collate = batch_collate(trainer.attention, tokenizer)  # before the model loads
     with main_process_first(runtime):  # rank 0 builds the data cache, the others then read it
         dataset = build_train_dataset(
             run.data,
@@ -155,7 +173,13 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     if runtime.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
-    log.info("attention: %s, precision: %s, world size %d", attention, precision, runtime.world_size)
+    log.info(
+        "attention: %s, precision: %s, rotation: %s, world size %d",
+        kernel_description(trainer.attention, attention),
+        precision,
+        trainer.rope_precision,
+        runtime.world_size,
+    )
     engine, ds_config = build_engine(run.model, hf_config, scaling, trainer, runtime, precision, attention)
 
     state = checkpoint.TrainerState(world_size=runtime.world_size)
@@ -175,7 +199,8 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         )
         print(
             f"dprope: {run.rope.name} s={run.rope.factor:g} -> {scaling.target_length} tokens, "
-            f"disturbance {summary['disturbance']:.3f}, attention {attention}, {precision}, "
+            f"disturbance {summary['disturbance']:.3f}, attention {kernel_description(trainer.attention, attention)}, "
+            f"{precision}, rotation {trainer.rope_precision}, "
             f"world {runtime.world_size} x micro {trainer.micro_batch_size} x accumulation {accumulation}",
             flush=True,
         )
@@ -189,12 +214,16 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         scaling.head_dim,
         seq_len,
     )
-    loader = train_loader(dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples)
+    loader = train_loader(
+        dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples, collate
+    )
     return Job(
         run=run,
         runtime=runtime,
         engine=engine,
         tokenizer=tokenizer,
+        attention=attention,
+        activation_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
         scaling=scaling,
         summary=summary,
         state=state,
@@ -217,11 +246,7 @@ def train_step(job: Job, stop: StopRequest) -> StepResult:
     loss_sum = torch.zeros((), device=device, dtype=torch.float32)
     for _ in range(job.accumulation):
         batch = next(job.batches)
-        outputs = engine(
-            input_ids=batch["input_ids"].to(device),
-            labels=batch["labels"].to(device),
-            position_ids=batch["position_ids"].to(device),
-        )
+        outputs = engine(**model_inputs(batch, job.attention, device, job.activation_dtype))
         loss = outputs.loss
         del outputs  # the logits must not live into the next micro-step's forward
         engine.backward(loss)
