@@ -19,7 +19,6 @@ n (n + 1) / 2 over their segments.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
@@ -51,7 +50,9 @@ def document_lengths(spec: str, rng: np.random.Generator, total: int) -> list[in
         elif kind == "uniform" and len(values) == 2:
             length = rng.uniform(values[0], values[1])
         else:
-            raise SystemExit(f"error: --doc-length: expected exp:MEAN, fixed:N or uniform:LOW,HIGH (got {spec!r})")
+            raise SystemExit(
+                f"error: --doc-length: expected exp:MEAN, fixed:N or uniform:LOW,HIGH (got {spec!r})"
+            )
         lengths.append(max(3, int(length)))
     return lengths
 
@@ -64,7 +65,11 @@ def packed_items(length: int, batch: int, spec: str, seed: int, vocab: int) -> l
         documents.append(np.concatenate([[BOS], body, [EOS]]).astype(np.int64))
     sequences = list(pack_stream(documents, length, True, PAD))[:batch]
     return [
-        {"input_ids": torch.from_numpy(s.input_ids), "doc_starts": torch.from_numpy(s.doc_starts), "length": s.length}
+        {
+            "input_ids": torch.from_numpy(s.input_ids),
+            "doc_starts": torch.from_numpy(s.doc_starts),
+            "length": s.length,
+        }
         for s in sequences
     ]
 
@@ -118,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:  # as training at 8k-16k; the tiny CPU shapes need no recomputation
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         batch = collate(items, mode)
-        flops = attention_flops(batch, mode, model_cfg.num_attention_heads, model_cfg.head_dim, model_cfg.num_hidden_layers)
+        flops = attention_flops(
+            batch, mode, model_cfg.num_attention_heads, model_cfg.head_dim, model_cfg.num_hidden_layers
+        )
         causal_flops = flops if mode == "causal" else causal_flops
         times = []
         for step in range(args.steps + 1):
@@ -143,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         del model
     causal_time = next((r["step_time_s"] for r in rows if r["mode"] == "causal"), None)
-    print(f"{args.preset}, {args.length} tokens x {args.batch}, documents {args.doc_length}, {device}, {dtype}")
-    print(f"{'mode':<10}{'attn TFLOP/step':>17}{'vs causal':>11}{'step s':>10}{'time vs causal':>16}{'tokens/s':>11}")
+    print(
+        f"{args.preset}, {args.length} tokens x {args.batch}, documents {args.doc_length}, {device}, {dtype}"
+    )
+    print(
+        f"{'mode':<10}{'attn TFLOP/step':>17}{'vs causal':>11}{'step s':>10}{'time vs causal':>16}{'tokens/s':>11}"
+    )
     for row in rows:
         ratio = row["attention_flops_vs_causal"]
         time_ratio = row["step_time_s"] / causal_time if causal_time else None

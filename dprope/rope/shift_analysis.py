@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,10 @@ def _logits(model, ids: torch.Tensor, start: int) -> list[torch.Tensor]:
     return [m.dprope_logits for m in model.modules() if hasattr(m, "dprope_logits")]
 
 
+def _probabilities(logits: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~causal, torch.finfo(torch.float32).min).softmax(-1)
+
+
 def measure(model: torch.nn.Module, settings: PrecisionConfig, vocab_size: int) -> PrecisionResult:
     """Run the shift measurement; ``model`` is a float32 Llama-family causal LM (not modified)."""
     _register_probe()
@@ -104,27 +109,28 @@ def measure(model: torch.nn.Module, settings: PrecisionConfig, vocab_size: int) 
         inv_freqs = [m.inv_freq.clone() for m in variant.modules() if hasattr(m, "inv_freq")]
         if name != "float32":
             variant = variant.to(torch.bfloat16)
-            for rotary, inv_freq in zip([m for m in variant.modules() if hasattr(m, "inv_freq")], inv_freqs):
+            rotaries = [m for m in variant.modules() if hasattr(m, "inv_freq")]
+            for rotary, inv_freq in zip(rotaries, inv_freqs, strict=True):
                 rotary.inv_freq = inv_freq  # float32 angles, as the trainer keeps them
             apply_rope_precision(variant, "fp32" if "fp32" in name else "model")
         base, shifted = _logits(variant, ids, 0), _logits(variant, ids, settings.shift)
-        logit_diff = torch.stack([(a - b).abs().mean(dim=(0, 1)) for a, b in zip(base, shifted)]).mean(0)
-        masked = torch.finfo(torch.float32).min
-
-        def probs(logits):
-            return logits.masked_fill(~causal, masked).softmax(-1)
-
+        logit_diff = torch.stack(
+            [(a - b).abs().mean(dim=(0, 1)) for a, b in zip(base, shifted, strict=True)]
+        ).mean(0)
         prob_diff = torch.stack(
-            [(probs(a) - probs(b)).abs().mean(dim=(0, 1)) for a, b in zip(base, shifted)]
+            [
+                (_probabilities(a, causal) - _probabilities(b, causal)).abs().mean(dim=(0, 1))
+                for a, b in zip(base, shifted, strict=True)
+            ]
         ).mean(0)  # (q, k)
         logit_diff = logit_diff.masked_fill(~causal, 0)
         per_query_logit = logit_diff.sum(-1) / causal.sum(-1)
         per_query_prob = prob_diff.sum(-1) / causal.sum(-1)
         result.logit_deviation[name] = [
-            per_query_logit[a:b].mean().item() for a, b in zip(edges[:-1], edges[1:])
+            per_query_logit[a:b].mean().item() for a, b in pairwise(edges.tolist())
         ]
         result.probability_deviation[name] = [
-            per_query_prob[a:b].mean().item() for a, b in zip(edges[:-1], edges[1:])
+            per_query_prob[a:b].mean().item() for a, b in pairwise(edges.tolist())
         ]
         result.mean_logit_deviation[name] = (logit_diff.sum() / causal.sum()).item()
         result.first_token_share[name] = (prob_diff[:, 0].sum() / prob_diff.sum().clamp_min(1e-30)).item()
@@ -134,7 +140,7 @@ def measure(model: torch.nn.Module, settings: PrecisionConfig, vocab_size: int) 
 
 def format_table(result: PrecisionResult) -> str:
     """Mean |logit(shifted) - logit| by query-position bucket, one row per setting."""
-    heads = [f"{a}-{b - 1}" for a, b in zip(result.bucket_edges[:-1], result.bucket_edges[1:])]
+    heads = [f"{a}-{b - 1}" for a, b in pairwise(result.bucket_edges)]
     lines = [
         f"attention logits, positions shifted by {result.shift} vs unshifted ({result.length} tokens, "
         f"{result.device}): mean |difference| by query position",
@@ -163,7 +169,7 @@ def write_figure(result: PrecisionResult, output_dir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    centers = [(a + b - 1) / 2 for a, b in zip(result.bucket_edges[:-1], result.bucket_edges[1:])]
+    centers = [(a + b - 1) / 2 for a, b in pairwise(result.bucket_edges)]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, row in result.logit_deviation.items():
         ax.plot(centers, [max(v, 1e-12) for v in row], marker="o", label=name)

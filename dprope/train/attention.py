@@ -72,7 +72,10 @@ def model_inputs(
     if implementation == "flash_attention_2":
         cu = batch["cu_seqlens"].to(device)
         inputs.update(
-            cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=batch["max_seqlen"], max_length_k=batch["max_seqlen"]
+            cu_seq_lens_q=cu,
+            cu_seq_lens_k=cu,
+            max_length_q=batch["max_seqlen"],
+            max_length_k=batch["max_seqlen"],
         )
         return inputs
     segment_ids = segment_ids.to(device)

@@ -7,9 +7,9 @@ which the console, metrics.jsonl and the non-finite guard all read.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import functools
 import math
 import sys
 import time

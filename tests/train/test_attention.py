@@ -3,6 +3,8 @@ if it were alone (document), or alone after the anchor at position 0 (anchor).""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -44,7 +46,7 @@ def test_document_logits_equal_each_document_alone(tiny_model_cfg, implementatio
         causal = model(input_ids=batch["input_ids"]).logits
         for row, item in enumerate(items):
             bounds = segment_bounds(item["doc_starts"], 48, 48)
-            for begin, end in zip(bounds[:-1], bounds[1:]):
+            for begin, end in pairwise(bounds):
                 ids = item["input_ids"][begin:end]
                 expected = alone(model, ids, torch.arange(end - begin))
                 torch.testing.assert_close(logits[row, begin:end], expected, rtol=0, atol=2e-5)
@@ -59,7 +61,7 @@ def test_anchor_logits_equal_each_document_alone_after_the_anchor(tiny_model_cfg
     batch = collate_documents([item], "anchor", BOS)
     with torch.no_grad():
         logits = model(**model_inputs(batch, implementation, CPU)).logits[0]
-        for begin, end in zip([0, 6, 20, 33], [6, 20, 33, 48]):
+        for begin, end in pairwise([0, 6, 20, 33, 48]):
             # the anchor (BOS at position 0), then the document's own tokens at their window positions
             ids = torch.cat([torch.tensor([BOS]), item["input_ids"][begin + 1 : end]])
             positions = torch.cat([torch.tensor([0]), torch.arange(begin + 1, end)])

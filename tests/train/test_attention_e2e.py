@@ -43,7 +43,12 @@ def test_a_tokenizer_without_bos_is_refused_for_anchor(byte_tokenizer):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["document", "anchor"])
 def test_sigkill_then_resume_reproduces_every_loss(mode, tmp_path, data_cache):
-    overrides = [f"trainer.attention={mode}", "trainer.steps=12", "trainer.save_every=3", "trainer.export=false"]
+    overrides = [
+        f"trainer.attention={mode}",
+        "trainer.steps=12",
+        "trainer.save_every=3",
+        "trainer.export=false",
+    ]
     reference = tmp_path / "reference"
     result = run_train(small_run(reference, data_cache, *overrides))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -25,11 +25,17 @@ def test_attention_flops_count_exactly_the_pairs_the_mask_lets_through():
     items = module.packed_items(128, 2, "exp:20", seed=1, vocab=260)
     heads, head_dim, layers = 4, 16, 2
     causal = module.collate(items, "causal")
-    assert module.attention_flops(causal, "causal", heads, head_dim, layers) == 12 * 2 * (128 * 129 // 2) * 64 * 2
+    assert (
+        module.attention_flops(causal, "causal", heads, head_dim, layers)
+        == 12 * 2 * (128 * 129 // 2) * 64 * 2
+    )
     for mode in ("document", "anchor"):
         batch = module.collate(items, mode)
         pairs = int(document_mask(batch["segment_ids"]).sum())  # brute force over the dense mask
-        assert module.attention_flops(batch, mode, heads, head_dim, layers) == 12 * pairs * head_dim * heads * layers
+        assert (
+            module.attention_flops(batch, mode, heads, head_dim, layers)
+            == 12 * pairs * head_dim * heads * layers
+        )
         assert pairs < 2 * 128 * 129 // 2
 
 
