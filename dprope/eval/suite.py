@@ -76,7 +76,7 @@ class EvalConfig:
     seed: int = 42  # passkeys, RULER content, lm-eval's few-shot sampling
     plots: bool = True  # write PNG plots next to results.json
     progress: bool = True  # tqdm progress bars on stderr
-    rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back; dprope.rope.precision)
+    rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back)
     passkey: PasskeyConfig = field(default_factory=PasskeyConfig)
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     longbench_e: LongBenchConfig = field(default_factory=LongBenchConfig)

@@ -45,9 +45,11 @@ class TrainerConfig:
     offload_optimizer: bool = False  # ZeRO-Offload: optimizer states and step on the CPU
     offload_params: bool = False  # ZeRO-3 parameter offload to the CPU
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-    attn_implementation: str = "auto"  # auto (flash_attention_2 if flash-attn imports; document/anchor on a GPU without it: flex_attention; else sdpa) | flash_attention_2 | flex_attention | sdpa | eager
-    attention: str = "causal"  # causal (whole window, the paper) | document (within each document) | anchor (AnchorAttention); see README
-    rope_precision: str = "model"  # model (transformers: cos/sin and rotation in the activation dtype) | fp32 (q/k rotated in float32, cast back)
+    attn_implementation: str = (
+        "auto"  # auto (engine.resolve_attention) | flash_attention_2 | flex_attention | sdpa | eager
+    )
+    attention: str = "causal"  # causal (whole window, the paper) | document | anchor (AnchorAttention)
+    rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back)
     gradient_checkpointing: bool = True  # recompute activations in backward (needed at 8k/16k)
     save_every: int = 100  # checkpoint every N steps (0 = only at the end and on a signal)
     keep_last: int = 2  # complete checkpoints kept; older ones are deleted after a new one is complete
