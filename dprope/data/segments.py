@@ -16,7 +16,7 @@ the packed ``doc_starts`` (`dprope.data.packing`), never by re-packing:
   it computes the same keys and values in every layer: all documents see one shared anchor, as
   in their FlexAttention path (one anchor prepended, visible to every token). A window that
   begins inside a document gets the anchor too: its first token is replaced by BOS, so the
-  continuation loses one token of context (their packing drops one token the same way).
+  continuation loses one token of context (their packing also loses one token at each cut).
 
 Padding after a kept tail's ``length`` is a segment of its own (it never sees real tokens and
 no real token sees it; its labels are -100 anyway).
