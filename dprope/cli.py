@@ -46,6 +46,7 @@ def schemas() -> dict[str, Any]:
     from dprope.model import ModelConfig
     from dprope.rope.registry import STRATEGIES
     from dprope.rope.report import AnalysisConfig
+    from dprope.rope.shift_analysis import PrecisionConfig
     from dprope.train.config import LoggerConfig, TrainerConfig
 
     nodes: dict[str, Any] = {
@@ -55,6 +56,7 @@ def schemas() -> dict[str, Any]:
         "logger": LoggerConfig,
         "eval": EvalConfig,
         "analysis": AnalysisConfig,
+        "precision": PrecisionConfig,
     }
     nodes.update({f"rope/{name}": strategy.config(name=name) for name, strategy in STRATEGIES.items()})
     return nodes

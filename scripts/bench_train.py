@@ -105,6 +105,7 @@ def _run_dprope(spec: dict) -> dict:
     from dprope.data import collate_packed
     from dprope.train.engine import build_engine
     from dprope.train.kernels import resolve_kernels
+    from dprope.train.long_context import LongContext
     from dprope.train.loop import Job, train_step
     from dprope.train.metrics import non_embedding_parameters
 
@@ -116,6 +117,9 @@ def _run_dprope(spec: dict) -> dict:
         run=None,
         runtime=runtime,
         engine=engine,
+        attention=attention,
+        activation_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+        long_context=LongContext.from_trainer(trainer),
         tokenizer=None,
         scaling=scaling,
         summary={},

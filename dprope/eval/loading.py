@@ -147,8 +147,9 @@ def load_eval_tokenizer(checkpoint: Checkpoint):
     return load_tokenizer(checkpoint.tokenizer, field=field)
 
 
-def load_model(checkpoint: Checkpoint, device: str):
-    """The causal LM in eval mode on ``device``: bf16 on CUDA, fp32 elsewhere."""
+def load_model(checkpoint: Checkpoint, device: str, rope_precision: str = "model"):
+    """The causal LM in eval mode on ``device``: bf16 on CUDA, fp32 elsewhere; the rotary
+    rotation in ``rope_precision`` (`dprope.rope.precision`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -164,6 +165,9 @@ def load_model(checkpoint: Checkpoint, device: str):
         raise ConfigError(
             "model.pretrained", f"cannot load {checkpoint.source!r}: {first_line(err)}"
         ) from None
+    from dprope.rope.precision import apply_rope_precision
+
+    apply_rope_precision(model, rope_precision)
     return model.to(device).eval()
 
 

@@ -19,6 +19,7 @@ from dprope.eval.open_llm import OpenLLMConfig, prepare_open_llm, run_open_llm
 from dprope.eval.passkey import PasskeyConfig, prepare_passkey, run_passkey
 from dprope.eval.perplexity import PerplexityConfig, prepare_perplexity, resolve_lengths, run_perplexity
 from dprope.eval.ruler import RulerConfig, prepare_ruler, run_ruler
+from dprope.rope.precision import ROPE_PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class EvalConfig:
     seed: int = 42  # passkeys, RULER content, lm-eval's few-shot sampling
     plots: bool = True  # write PNG plots next to results.json
     progress: bool = True  # tqdm progress bars on stderr
+    rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back)
     passkey: PasskeyConfig = field(default_factory=PasskeyConfig)
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     longbench_e: LongBenchConfig = field(default_factory=LongBenchConfig)
@@ -94,6 +96,10 @@ class EvalConfig:
                 )
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError("tasks", f"lists a benchmark twice ({self.tasks})")
+        if self.rope_precision not in ROPE_PRECISIONS:
+            raise ConfigError(
+                "rope_precision", f"must be one of {', '.join(ROPE_PRECISIONS)} (got {self.rope_precision!r})"
+            )
         if self.batch_size < 1:
             raise ConfigError("batch_size", f"must be >= 1 (got {self.batch_size})")
         if self.device is not None and not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -152,7 +158,7 @@ def run_suite(
     prepared = {name: BENCHMARKS[name].prepare(getattr(settings, name), inputs) for name in settings.tasks}
 
     device = resolve_device(settings.device)
-    model = load_model(checkpoint, device)
+    model = load_model(checkpoint, device, settings.rope_precision)
     report = EvalReport(
         model={
             "name": checkpoint.name,

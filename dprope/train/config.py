@@ -11,11 +11,13 @@ from typing import Any
 
 from dprope.config import ConfigError, to_typed
 from dprope.data.config import DataConfig
+from dprope.data.segments import ATTENTION_MODES
 from dprope.model import ModelConfig
+from dprope.rope.precision import ROPE_PRECISIONS
 from dprope.rope.registry import RopeConfig
 
 PRECISIONS = ("auto", "bf16", "fp32")
-ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
 KERNELS = ("auto", "liger", "none")
 GRAD_ACCUM_DTYPES = ("fp32", "bf16")
 LOGGERS = ("none", "wandb")
@@ -45,8 +47,10 @@ class TrainerConfig:
     offload_params: bool = False  # ZeRO-3 parameter offload to the CPU
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     attn_implementation: str = (
-        "auto"  # auto (flash_attention_2 if flash-attn imports, else sdpa) | sdpa | eager | flash_attention_2
+        "auto"  # auto (engine.resolve_attention) | flash_attention_2 | flex_attention | sdpa | eager
     )
+    attention: str = "causal"  # causal (whole window, the paper) | document | anchor (AnchorAttention)
+    rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back)
     gradient_checkpointing: bool = True  # recompute activations in backward (needed at 8k/16k)
     kernels: str = (
         "auto"  # auto (liger when CUDA is present and liger-kernel imports, else none) | liger | none
@@ -108,6 +112,14 @@ class TrainerConfig:
             raise ConfigError(
                 "grad_accum_dtype",
                 f"must be a float type, one of {', '.join(GRAD_ACCUM_DTYPES)} (got {self.grad_accum_dtype!r})",
+            )
+        if self.attention not in ATTENTION_MODES:
+            raise ConfigError(
+                "attention", f"must be one of {', '.join(ATTENTION_MODES)} (got {self.attention!r})"
+            )
+        if self.rope_precision not in ROPE_PRECISIONS:
+            raise ConfigError(
+                "rope_precision", f"must be one of {', '.join(ROPE_PRECISIONS)} (got {self.rope_precision!r})"
             )
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise ConfigError("peak_tflops", f"must be positive (got {self.peak_tflops})")
@@ -180,6 +192,14 @@ class RunConfig:
     data: DataConfig
     trainer: TrainerConfig
     logger: LoggerConfig
+
+    def __post_init__(self) -> None:
+        if self.trainer.attention != "causal" and not self.data.add_bos:
+            raise ConfigError(
+                "data.add_bos",
+                f"trainer.attention={self.trainer.attention} needs documents packed with a BOS token "
+                "(the document start and the anchor); set data.add_bos=true",
+            )
 
     @classmethod
     def from_config(cls, cfg: Any) -> RunConfig:

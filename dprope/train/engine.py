@@ -20,6 +20,7 @@ import torch
 
 from dprope.config import ConfigError, first_line, local_path
 from dprope.model import ModelConfig, apply_rope, flash_attn_available
+from dprope.rope.precision import apply_rope_precision
 from dprope.rope.registry import RopeConfig
 from dprope.rope.strategies import RopeScaling
 from dprope.train.config import TrainerConfig
@@ -105,14 +106,20 @@ def resolve_precision(trainer: TrainerConfig) -> str:
 
 
 def resolve_attention(trainer: TrainerConfig) -> str:
-    """flash_attention_2 when flash-attn imports (and a GPU is present), else PyTorch SDPA."""
+    """flash_attention_2 when flash-attn imports (and a GPU is present); else, for document and
+    anchor attention on a GPU, FlexAttention (its block mask skips the masked blocks, where SDPA
+    would read a dense mask); else PyTorch SDPA."""
     if trainer.attn_implementation != "auto":
         if trainer.attn_implementation == "flash_attention_2" and not flash_attn_available():
             raise ConfigError(
                 "trainer.attn_implementation", "flash_attention_2 needs flash-attn and a CUDA GPU"
             )
         return trainer.attn_implementation
-    return "flash_attention_2" if flash_attn_available() else "sdpa"
+    if flash_attn_available():
+        return "flash_attention_2"
+    if trainer.attention != "causal" and torch.cuda.is_available():
+        return "flex_attention"
+    return "sdpa"
 
 
 def check_grad_accum_dtype(trainer: TrainerConfig, precision: str) -> None:
@@ -272,6 +279,8 @@ def build_engine(
 
         keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must live while the model loads)
     model = build_model(model_cfg, hf_config, precision, attention, trainer.seed)
+    patched = apply_rope_precision(model, trainer.rope_precision)  # before the wrap (dprope.rope.precision)
+    log.info("rotary rotation precision: %s (%d module(s) patched)", trainer.rope_precision, patched)
     if trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,6 @@ import torch.distributed as dist
 
 from dprope.config import ConfigError
 from dprope.train.config import TrainerConfig
-from dprope.train.inputs import model_inputs
 
 IGNORE_INDEX = -100
 # attention modes (`trainer.attention`) DeepSpeed's Ulysses attention can run: it drops every 4D mask
@@ -190,15 +190,29 @@ def sp_loader(loader, runtime, plan: LongContext):
     )
 
 
-def forward_backward(engine, batch: dict[str, Any], device, plan: LongContext) -> torch.Tensor:
+def forward_backward(
+    engine,
+    batch: dict[str, Any],
+    device,
+    plan: LongContext,
+    inputs: Callable[[dict[str, Any]], dict[str, Any]],
+) -> torch.Tensor:
     """Forward and backward of one micro-batch; returns its loss value (detached, on device).
 
-    Without SP or tiling this is the model's own mean loss. Otherwise the value is the SP group's
+    ``inputs`` turns the plain path's batch into the forward's arguments (`dprope.train.attention.
+    model_inputs`: varlen segments, document masks). Without SP or tiling this is the model's own
+    mean loss. Otherwise the value is the SP group's
     token-weighted mean, and this rank backpropagates N x its own share of it (module doc).
     """
     with offload_context(plan):
-        if plan.plain:  # the collate's varlen segments included (`dprope.train.inputs`)
-            loss = engine(**model_inputs(batch, device)).loss
+        if plan.plain:  # the collate's varlen segments included (`dprope.train.attention`)
+            if inputs is None:
+                from dprope.train.attention import model_inputs
+
+                arguments = model_inputs(batch, "sdpa", device)  # causal rows, no document mask
+            else:
+                arguments = inputs(batch)
+            loss = engine(**arguments).loss
             engine.backward(loss)
             return loss.detach()
         input_ids = batch["input_ids"].to(device)

@@ -7,6 +7,7 @@ which the console, metrics.jsonl and the non-finite guard all read.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -22,12 +23,15 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from dprope.config import ConfigError
 from dprope.data import PackedStream, ResumableSampler, build_train_dataset, collate_packed
+from dprope.data.segments import collate_documents
 from dprope.data.tokenizer import load_tokenizer
 from dprope.rope.analysis import DisturbanceAnalyzer
 from dprope.rope.registry import RopeConfig, rope_parameters
 from dprope.rope.strategies import RopeScaling
 from dprope.train import checkpoint
+from dprope.train.attention import kernel_description, model_inputs
 from dprope.train.config import EXIT_NON_FINITE, EXIT_PREEMPTED, RunConfig
 from dprope.train.engine import (
     Runtime,
@@ -79,13 +83,24 @@ def strategy_summary(rope: RopeConfig, scaling: RopeScaling, num_intervals: int 
     }
 
 
-def train_loader(dataset, seed: int, micro_batch_size: int, runtime, consumed: int) -> DataLoader:
+def train_loader(
+    dataset, seed: int, micro_batch_size: int, runtime, consumed: int, collate=collate_packed
+) -> DataLoader:
     """This rank's micro-batches of the global order, after ``consumed`` global samples."""
     if isinstance(dataset, PackedStream):
         stream = dataset.resume(consumed, runtime.rank, runtime.world_size)
-        return DataLoader(stream, batch_size=micro_batch_size, collate_fn=collate_packed)
+        return DataLoader(stream, batch_size=micro_batch_size, collate_fn=collate)
     sampler = ResumableSampler(len(dataset), seed, runtime.rank, runtime.world_size, consumed)
-    return DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler, collate_fn=collate_packed)
+    return DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler, collate_fn=collate)
+
+
+def batch_collate(mode: str, tokenizer):
+    """The collate function of an attention mode; document and anchor need the tokenizer's BOS."""
+    if mode == "causal":
+        return collate_packed
+    if tokenizer.bos_token_id is None:
+        raise ConfigError("model.tokenizer", f"trainer.attention={mode} needs a tokenizer with a BOS token")
+    return functools.partial(collate_documents, mode=mode, bos_id=tokenizer.bos_token_id)
 
 
 def _finite(value: float | None) -> bool:
@@ -100,6 +115,8 @@ class Job:
     runtime: Runtime
     engine: Any  # deepspeed.DeepSpeedEngine
     tokenizer: Any
+    attention: str  # the attention implementation transformers runs (engine.resolve_attention)
+    activation_dtype: torch.dtype
     scaling: RopeScaling
     summary: dict[str, Any]  # strategy_summary, logged and exported
     state: checkpoint.TrainerState
@@ -112,6 +129,10 @@ class Job:
     batches: Any  # iterator over this rank's micro-batches
     last_saved: int  # step of the newest checkpoint this run wrote or resumed from (-1: none)
     long_context: LongContext  # sequence parallelism and tiling (DeepSpeed ALST)
+
+    def inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A collated micro-batch as the forward's keyword arguments on this rank's device."""
+        return model_inputs(batch, self.attention, self.runtime.device, self.activation_dtype)
 
     @property
     def output_dir(self) -> Path:
@@ -151,6 +172,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     tokenizer = load_tokenizer(
         run.model.tokenizer_name, field="model.tokenizer" if run.model.tokenizer else "model.pretrained"
     )
+    collate = batch_collate(trainer.attention, tokenizer)  # before the model loads
     with main_process_first(runtime):  # rank 0 builds the data cache, the others then read it
         dataset = build_train_dataset(
             run.data,
@@ -163,10 +185,11 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
     log.info(
-        "attention: %s, kernels: %s, precision: %s, world size %d",
-        attention,
+        "attention: %s, kernels: %s, precision: %s, rotation: %s, world size %d",
+        kernel_description(trainer.attention, attention),
         kernels,
         precision,
+        trainer.rope_precision,
         runtime.world_size,
     )
     plan = LongContext.from_trainer(trainer)
@@ -191,7 +214,8 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         )
         print(
             f"dprope: {run.rope.name} s={run.rope.factor:g} -> {scaling.target_length} tokens, "
-            f"disturbance {summary['disturbance']:.3f}, attention {attention}, kernels {kernels}, {precision}, "
+            f"disturbance {summary['disturbance']:.3f}, attention {kernel_description(trainer.attention, attention)}, "
+            f"kernels {kernels}, {precision}, rotation {trainer.rope_precision}, "
             f"world {runtime.world_size} x micro {trainer.micro_batch_size} x accumulation {accumulation}"
             + (
                 f" / sequence parallel {plan.sequence_parallel_size}"
@@ -210,7 +234,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         scaling.head_dim,
         seq_len,
     )
-    loader = train_loader(dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples)
+    loader = train_loader(
+        dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples, collate
+    )
     # with SP, each group's ranks take turns supplying the sequence they all work on; a step's
     # accumulation is a multiple of the SP size, so resuming at consumed_samples stays exact
     loader = sp_loader(loader, runtime, plan)
@@ -219,6 +245,8 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         runtime=runtime,
         engine=engine,
         tokenizer=tokenizer,
+        attention=attention,
+        activation_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
         scaling=scaling,
         summary=summary,
         state=state,
@@ -242,7 +270,7 @@ def train_step(job: Job, stop: StopRequest) -> StepResult:
     loss_sum = torch.zeros((), device=device, dtype=torch.float32)
     for _ in range(job.accumulation):
         # the outputs (logits) die inside: they must not live into the next micro-step's forward
-        loss = forward_backward(engine, next(job.batches), device, job.long_context)
+        loss = forward_backward(engine, next(job.batches), device, job.long_context, job.inputs)
         engine.step()
         loss_sum += loss.float()
     # ZeRO-3 keeps the global gradient norm as a device tensor: read it in the same single sync

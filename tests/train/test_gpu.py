@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from dprope.cli import compose_config
 from dprope.data import collate_packed
 from dprope.rope.registry import default_config
+from dprope.train.attention import model_inputs
 from dprope.train.config import RunConfig, TrainerConfig
 from dprope.train.engine import build_engine, build_model, init_distributed, model_hf_config, rotary_modules
-from dprope.train.inputs import model_inputs
 from dprope.train.metrics import peak_flops
 from tests.train.conftest import run_train, small_run
 
@@ -113,7 +113,7 @@ def _loss_and_grads(kernels: str, batch: dict, tmp_path) -> tuple[float, dict, o
     engine, _ = build_engine(
         model_cfg, hf_config, scaling, trainer, init_distributed(), "bf16", "sdpa", kernels
     )
-    outputs = engine(**model_inputs(batch, torch.device("cuda")))
+    outputs = engine(**model_inputs(batch, "sdpa", torch.device("cuda")))
     engine.backward(outputs.loss)
     grads = {name: safe_get_full_grad(p).float().cpu() for name, p in engine.module.named_parameters()}
     loss, logits = outputs.loss.item(), outputs.logits
@@ -145,7 +145,7 @@ def test_flash_varlen_segments_give_the_plain_flash_loss(rows):
     batch = _batch(rows, 512)
     device = torch.device("cuda")
     with torch.no_grad():
-        varlen = model(**model_inputs(batch, device)).loss.item()
+        varlen = model(**model_inputs(batch, "flash_attention_2", device)).loss.item()
         plain = model(input_ids=batch["input_ids"].to(device), labels=batch["labels"].to(device)).loss.item()
         sdpa_model = build_model(model_cfg, hf_config, "bf16", "sdpa", seed=0).cuda()
         sdpa = sdpa_model(

@@ -9,9 +9,10 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from dprope.data import collate_packed
 from dprope.rope.registry import default_config
+from dprope.train.attention import model_inputs
 from dprope.train.config import TrainerConfig
 from dprope.train.engine import build_engine, init_distributed, model_hf_config
-from dprope.train.inputs import model_inputs
+from dprope.train.long_context import LongContext
 from dprope.train.loop import Job, train_step
 
 RECORDED = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
@@ -20,7 +21,7 @@ RECORDED = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 def test_model_inputs_pass_the_collated_segments():
     items = [{"input_ids": torch.arange(6), "doc_starts": torch.tensor([0])} for _ in range(2)]
     batch = collate_packed(items)
-    inputs = model_inputs(batch, torch.device("cpu"))
+    inputs = model_inputs(batch, "sdpa", torch.device("cpu"))
     assert (
         inputs["cu_seq_lens_q"].tolist() == [0, 6, 12] and inputs["cu_seq_lens_k"] is inputs["cu_seq_lens_q"]
     )
@@ -52,6 +53,9 @@ def test_segments_reach_every_attention_call(tiny_model_cfg, tmp_path):
         run=None,
         runtime=runtime,
         engine=engine,
+        attention="dprope_recording",
+        activation_dtype=torch.float32,
+        long_context=LongContext.from_trainer(trainer),
         tokenizer=None,
         scaling=scaling,
         summary={},

@@ -1,0 +1,174 @@
+"""Attention modes on packed data: attention FLOPs per step and measured tokens/s.
+
+    python scripts/bench_attention.py --smoke                       # CPU, tiny model, seconds
+    python scripts/bench_attention.py --preset llama2_7b --length 16384 --doc-length exp:2048
+
+Documents of random length (``--doc-length``: ``exp:MEAN`` exponential, ``fixed:N``, or
+``uniform:LOW,HIGH``) are packed by the project's own packing (`dprope.data.packing`) into
+windows of ``--length`` tokens and collated for each mode as training does. Each row times
+forward + backward of the model (no optimizer, no DeepSpeed) with the kernel training would pick
+(`dprope.train.engine.resolve_attention`).
+
+Attention FLOPs (analytic, forward + backward): only query-key pairs the mask lets through
+count. Per layer and head, ``QK^T`` and ``PV`` cost 2 x pairs x head_dim multiply-adds = 4 x
+pairs x head_dim FLOPs in the forward, and the backward twice that, so 12 x pairs x head_dim x
+heads x layers per step; causal has T (T + 1) / 2 pairs per row, document and anchor the sum of
+n (n + 1) / 2 over their segments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dprope.data.packing import pack_stream  # noqa: E402
+from dprope.data.sampler import collate_packed  # noqa: E402
+from dprope.data.segments import ATTENTION_MODES, collate_documents  # noqa: E402
+from dprope.train.attention import kernel_description, model_inputs, visible_pairs  # noqa: E402
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+def document_lengths(spec: str, rng: np.random.Generator, total: int) -> list[int]:
+    """Random document lengths (at least 3: BOS, one token, EOS) summing to at least ``total``."""
+    kind, _, args = spec.partition(":")
+    values = [float(v) for v in args.split(",")] if args else []
+    lengths: list[int] = []
+    while sum(lengths) < total:
+        if kind == "exp" and len(values) == 1:
+            length = rng.exponential(values[0])
+        elif kind == "fixed" and len(values) == 1:
+            length = values[0]
+        elif kind == "uniform" and len(values) == 2:
+            length = rng.uniform(values[0], values[1])
+        else:
+            raise SystemExit(
+                f"error: --doc-length: expected exp:MEAN, fixed:N or uniform:LOW,HIGH (got {spec!r})"
+            )
+        lengths.append(max(3, int(length)))
+    return lengths
+
+
+def packed_items(length: int, batch: int, spec: str, seed: int, vocab: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    documents = []
+    for n in document_lengths(spec, rng, length * batch):
+        body = rng.integers(3, vocab, n - 2)
+        documents.append(np.concatenate([[BOS], body, [EOS]]).astype(np.int64))
+    sequences = list(pack_stream(documents, length, True, PAD))[:batch]
+    return [
+        {
+            "input_ids": torch.from_numpy(s.input_ids),
+            "doc_starts": torch.from_numpy(s.doc_starts),
+            "length": s.length,
+        }
+        for s in sequences
+    ]
+
+
+def collate(items: list[dict], mode: str) -> dict:
+    return collate_packed(items) if mode == "causal" else collate_documents(items, mode, BOS)
+
+
+def attention_flops(batch: dict, mode: str, heads: int, head_dim: int, layers: int) -> int:
+    rows, seq = batch["input_ids"].shape
+    pairs = rows * seq * (seq + 1) // 2 if mode == "causal" else visible_pairs(batch["segment_ids"])
+    return 12 * pairs * head_dim * heads * layers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="tiny", help="model preset of configs/model (random init)")
+    parser.add_argument("--length", type=int, default=1024, help="tokens per packed window")
+    parser.add_argument("--batch", type=int, default=1, help="windows per step")
+    parser.add_argument("--doc-length", default="exp:256", help="exp:MEAN | fixed:N | uniform:LOW,HIGH")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (after one warm-up)")
+    parser.add_argument("--modes", default=",".join(ATTENTION_MODES), help="comma-separated attention modes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON here")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 128 tokens x 2, 1 timed step (CPU)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.preset, args.length, args.batch, args.steps, args.doc_length = "tiny", 128, 2, 1, "exp:32"
+
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from dprope.model import ModelConfig
+    from dprope.train.config import TrainerConfig
+    from dprope.train.engine import resolve_attention
+
+    root = Path(__file__).resolve().parents[1]
+    preset = yaml.safe_load((root / "configs" / "model" / f"{args.preset}.yaml").read_text())
+    model_cfg = ModelConfig(**{k: v for k, v in preset.items() if k != "defaults"})
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    items = packed_items(args.length, args.batch, args.doc_length, args.seed, model_cfg.vocab_size)
+    rows, causal_flops = [], None
+    for mode in args.modes.split(","):
+        implementation = resolve_attention(TrainerConfig(attention=mode))
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(
+            model_cfg.hf_config(), dtype=dtype, attn_implementation=implementation
+        ).to(device)
+        if cuda:  # as training at 8k-16k; the tiny CPU shapes need no recomputation
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        batch = collate(items, mode)
+        flops = attention_flops(
+            batch, mode, model_cfg.num_attention_heads, model_cfg.head_dim, model_cfg.num_hidden_layers
+        )
+        causal_flops = flops if mode == "causal" else causal_flops
+        times = []
+        for step in range(args.steps + 1):
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(**model_inputs(batch, implementation, device, dtype)).loss.backward()
+            if cuda:
+                torch.cuda.synchronize()
+            if step:  # the first step warms up (allocations, compilation)
+                times.append(time.perf_counter() - start)
+        seconds = float(np.median(times))
+        rows.append(
+            {
+                "mode": mode,
+                "kernel": kernel_description(mode, implementation),
+                "attention_tflop_per_step": flops / 1e12,
+                "attention_flops_vs_causal": flops / causal_flops if causal_flops else None,
+                "step_time_s": seconds,
+                "tokens_per_s": args.batch * args.length / seconds,
+            }
+        )
+        del model
+    causal_time = next((r["step_time_s"] for r in rows if r["mode"] == "causal"), None)
+    print(
+        f"{args.preset}, {args.length} tokens x {args.batch}, documents {args.doc_length}, {device}, {dtype}"
+    )
+    print(
+        f"{'mode':<10}{'attn TFLOP/step':>17}{'vs causal':>11}{'step s':>10}{'time vs causal':>16}{'tokens/s':>11}"
+    )
+    for row in rows:
+        ratio = row["attention_flops_vs_causal"]
+        time_ratio = row["step_time_s"] / causal_time if causal_time else None
+        row["step_time_vs_causal"] = time_ratio
+        print(
+            f"{row['mode']:<10}{row['attention_tflop_per_step']:>17.3e}"
+            f"{'' if ratio is None else f'{ratio:.3f}':>11}{row['step_time_s']:>10.3f}"
+            f"{'' if time_ratio is None else f'{time_ratio:.3f}':>16}{row['tokens_per_s']:>11.0f}   {row['kernel']}"
+        )
+    if args.output:
+        args.output.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Segment layout of packed windows: positions, segments, anchors and flash-attn's cu_seqlens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dprope.data.segments import collate_documents, cu_seqlens, window_layout
+
+BOS = 1
+
+
+def item(length: int, max_length: int, starts: list[int]) -> dict:
+    ids = torch.arange(10, 10 + max_length)
+    ids[starts] = BOS
+    ids[length:] = 0
+    return {"input_ids": ids, "doc_starts": torch.tensor(starts, dtype=torch.long), "length": length}
+
+
+def test_document_positions_restart_at_every_document_and_at_a_continuation():
+    positions, segments, anchor = window_layout(torch.tensor([3, 7]), 10, 10, "document")
+    assert positions.tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 2]
+    assert segments.tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+    assert not anchor
+
+
+def test_anchor_positions_run_on_with_every_bos_at_zero():
+    positions, segments, anchor = window_layout(torch.tensor([0, 4]), 8, 8, "anchor")
+    assert positions.tolist() == [0, 1, 2, 3, 0, 5, 6, 7]
+    assert segments.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert not anchor
+    _, _, anchor = window_layout(torch.tensor([4]), 8, 8, "anchor")
+    assert anchor  # the window begins inside a document
+
+
+def test_padding_is_a_segment_of_its_own():
+    positions, segments, _ = window_layout(torch.tensor([0, 3]), 6, 9, "anchor")
+    assert segments.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert positions.tolist()[:6] == [0, 1, 2, 0, 4, 5]
+
+
+def test_cu_seqlens_cover_the_flattened_batch():
+    segments = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 2]])
+    bounds, longest = cu_seqlens(segments)
+    assert bounds.dtype == torch.int32
+    assert bounds.tolist() == [0, 2, 5, 6, 9, 10]  # row 2 starts at 5
+    assert longest == 3
+
+
+def test_collate_puts_the_anchor_first_only_where_a_document_continues():
+    batch = [item(8, 8, [3]), item(8, 8, [0, 5])]
+    out = collate_documents(batch, "anchor", BOS)
+    assert out["input_ids"][0, 0] == BOS and out["input_ids"][0, 1] == 11  # token 0 became the anchor
+    assert torch.equal(out["input_ids"][1], batch[1]["input_ids"])
+    assert out["position_ids"][0].tolist() == [0, 1, 2, 0, 4, 5, 6, 7]
+    assert out["cu_seqlens"].tolist() == [0, 3, 8, 13, 16]
+    assert out["max_length"] == 5
+    document = collate_documents(batch, "document", BOS)
+    assert document["input_ids"][0, 0] == 10  # no anchor in document mode
+
+
+def test_padding_stays_out_of_the_loss():
+    out = collate_documents([item(5, 8, [0, 2])], "document", BOS)
+    assert out["labels"][0, 5:].tolist() == [-100] * 3
+    assert out["segment_ids"][0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_anchor_needs_a_bos():
+    with pytest.raises(ValueError, match="BOS"):
+        collate_documents([item(8, 8, [0])], "anchor", None)
