@@ -9,9 +9,11 @@ never reach the angles: method-notes section 8).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,14 +61,30 @@ def main_process_first(runtime: Runtime):
         torch.distributed.barrier()
 
 
-def init_distributed() -> Runtime:
+def silence_collective_deprecations() -> None:
+    """Hide the two FutureWarnings torch prints on each ZeRO step for DeepSpeed's calls of
+    `all_gather_into_tensor` and `reduce_scatter_tensor` (a rename in torch, nothing a user can
+    act on). The filter matches those two messages raised from torch's c10d wrapper only, so
+    every other warning still shows."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+        category=FutureWarning,
+        module=r"torch\.distributed\.c10d_logger",
+    )
+
+
+def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     """Join (or, under plain `python`, create) the process group.
 
     Works under `deepspeed`, `torchrun` and `srun` (their environment names rank and world size)
-    and under plain `python` (a group of one). gloo on CPU, nccl on GPU.
+    and under plain `python` (a group of one). gloo on CPU, nccl on GPU. ``timeout_minutes``
+    bounds every collective, including the barriers where ranks wait for rank 0 to build the data
+    cache, convert a checkpoint or write a checkpoint (`trainer.dist_timeout_minutes`).
     """
     import deepspeed
 
+    silence_collective_deprecations()
     if "RANK" not in os.environ and "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
         os.environ.update(
             RANK=os.environ["SLURM_PROCID"],
@@ -82,7 +100,11 @@ def init_distributed() -> Runtime:
     local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:
         torch.cuda.set_device(local_rank)
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", auto_mpi_discovery=False)
+    deepspeed.init_distributed(
+        dist_backend="nccl" if cuda else "gloo",
+        auto_mpi_discovery=False,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+    )
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return Runtime(int(os.environ["RANK"]), local_rank, int(os.environ["WORLD_SIZE"]), device)
 
@@ -117,8 +139,11 @@ def _flash_attn_available() -> bool:
     return True
 
 
-def deepspeed_config(trainer: TrainerConfig, world_size: int, precision: str) -> dict[str, Any]:
-    """The DeepSpeed config generated from the trainer config (no separate JSON to keep in sync)."""
+def deepspeed_config(
+    trainer: TrainerConfig, world_size: int, precision: str, load_universal: bool = False
+) -> dict[str, Any]:
+    """The DeepSpeed config generated from the trainer config (no separate JSON to keep in sync).
+    ``load_universal``: the resume loads a universal checkpoint (saved on another world size)."""
     cpu = not torch.cuda.is_available()
     zero: dict[str, Any] = {"stage": trainer.zero_stage}
     if trainer.zero_stage == 3:
@@ -152,6 +177,8 @@ def deepspeed_config(trainer: TrainerConfig, world_size: int, precision: str) ->
         "steps_per_print": 10**9,  # our own logging reports progress
         "wall_clock_breakdown": False,
     }
+    if load_universal:
+        config["checkpoint"] = {"load_universal": True}
     if trainer.warmup_steps > 0:
         config["scheduler"] = {
             "type": "WarmupLR",
@@ -235,12 +262,13 @@ def build_engine(
     runtime: Runtime,
     precision: str,
     attention: str,
+    load_universal: bool = False,
 ):
     """Load the model from ``hf_config`` (the strategy already applied, see `model_hf_config`) and
-    wrap it in a DeepSpeed engine. Returns ``(engine, ds_config)``."""
+    wrap it in a DeepSpeed engine in training mode. Returns ``(engine, ds_config)``."""
     import deepspeed
 
-    ds_config = deepspeed_config(trainer, runtime.world_size, precision)
+    ds_config = deepspeed_config(trainer, runtime.world_size, precision, load_universal)
     keep_alive = None
     if trainer.zero_stage == 3 and model_cfg.pretrained is not None:
         # partitioned loading: each rank materialises only its shard of the checkpoint
@@ -252,6 +280,7 @@ def build_engine(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    engine.train()  # from_pretrained returns the model in eval mode: dropout must be on in training
     restored = restore_rotary_frequencies(engine.module, scaling)
     log.info("rotary frequencies restored in float32 in %d module(s)", restored)
     del keep_alive

@@ -137,9 +137,12 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     check_pretrained(run.model)
     trainer.accumulation_steps(expected_world_size())
     hf_config, scaling = model_hf_config(run.model, run.rope)
-    resume_from = checkpoint.resolve_resume(trainer.resume, output_dir)
+    candidates = checkpoint.resume_candidates(trainer.resume, output_dir)
 
-    runtime = init_distributed()
+    runtime = init_distributed(trainer.dist_timeout_minutes)
+    # verified (a damaged checkpoint falls back to an older one) and, saved on another world
+    # size, converted to a universal checkpoint; before any model loads
+    resume = checkpoint.choose_resume(candidates, runtime.world_size, runtime.rank)
     accumulation = trainer.accumulation_steps(runtime.world_size)
     tokenizer = load_tokenizer(
         run.model.tokenizer_name, field="model.tokenizer" if run.model.tokenizer else "model.pretrained"
@@ -156,12 +159,21 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
     log.info("attention: %s, precision: %s, world size %d", attention, precision, runtime.world_size)
-    engine, ds_config = build_engine(run.model, hf_config, scaling, trainer, runtime, precision, attention)
+    engine, ds_config = build_engine(
+        run.model,
+        hf_config,
+        scaling,
+        trainer,
+        runtime,
+        precision,
+        attention,
+        resume is not None and resume.universal,
+    )
 
     state = checkpoint.TrainerState(world_size=runtime.world_size)
-    if resume_from is not None:
-        state = checkpoint.load(engine, resume_from, runtime.rank)
-        log.info("resumed from %s at step %d", resume_from, state.step)
+    if resume is not None:
+        state = checkpoint.load(engine, resume, runtime.rank)
+        log.info("resumed from %s at step %d", resume.path, state.step)
         state.world_size = runtime.world_size
 
     summary = strategy_summary(run.rope, scaling)
@@ -205,7 +217,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         tracker=tracker,
         metrics=metrics,
         batches=iter(loader),
-        last_saved=state.step if resume_from is not None else -1,
+        last_saved=state.step if resume is not None else -1,
     )
 
 
