@@ -277,7 +277,7 @@ def build_engine(
         keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must live while the model loads)
     model = build_model(model_cfg, hf_config, precision, attention, trainer.seed)
     if trainer.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
     engine.train()  # from_pretrained returns the model in eval mode: dropout must be on in training
