@@ -378,16 +378,23 @@ def prune(root: Path, keep_last: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def load(engine, resume: Resume | Path, rank: int) -> TrainerState:
-    """Restore the engine, this rank's RNG streams and the trainer state from a checkpoint
-    (a `Resume` from `choose_resume`, or a checkpoint directory saved on this world size)."""
+def load(engine, resume: Resume | Path) -> TrainerState:
+    """Restore the engine and the trainer state from a checkpoint (a `Resume` from
+    `choose_resume`, or a checkpoint directory saved on this world size). The RNG streams are
+    restored separately (`restore_rng`), as the very last thing before training goes on."""
     if isinstance(resume, Path):
         resume = Resume(resume, read_state(resume), universal=False)
     load_dir, tag = resume.load_dir
     load_path, _ = engine.load_checkpoint(str(load_dir), tag=tag)
     if load_path is None:
         raise ConfigError("trainer.resume", f"DeepSpeed could not load {resume.path}")
-    rng_file = resume.path / f"rng_rank{rank}.pt"
+    return read_state(resume.path)
+
+
+def restore_rng(path: Path, rank: int) -> None:
+    """This rank's python, numpy and torch RNG states as saved. Call it after everything else the
+    set-up does: creating a DataLoader iterator, for one, draws from the torch RNG, which the
+    uninterrupted run did at its start, not after the checkpoint."""
+    rng_file = path / f"rng_rank{rank}.pt"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: fresh streams there
         _set_rng_state(torch.load(rng_file, weights_only=False))
-    return read_state(resume.path)

@@ -172,7 +172,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
 
     state = checkpoint.TrainerState(world_size=runtime.world_size)
     if resume is not None:
-        state = checkpoint.load(engine, resume, runtime.rank)
+        state = checkpoint.load(engine, resume)
         log.info("resumed from %s at step %d", resume.path, state.step)
         state.world_size = runtime.world_size
 
@@ -202,6 +202,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         seq_len,
     )
     loader = train_loader(dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples)
+    batches = iter(loader)  # draws from the torch RNG: before the saved RNG state is put back
+    if resume is not None:
+        checkpoint.restore_rng(resume.path, runtime.rank)
     return Job(
         run=run,
         runtime=runtime,
@@ -216,7 +219,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         peak_flops=peak_flops(trainer.peak_tflops),
         tracker=tracker,
         metrics=metrics,
-        batches=iter(loader),
+        batches=batches,
         last_saved=state.step if resume is not None else -1,
     )
 
