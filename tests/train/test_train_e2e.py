@@ -307,3 +307,41 @@ def test_wandb_logger_runs_offline_without_an_api_key(tmp_path, data_cache):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert (tmp_path / "wandb_id.txt").read_text().strip() in runs[0].name
+
+
+def test_no_intact_checkpoint_is_a_one_line_error_before_the_model_loads(tmp_path, data_cache):
+    from dprope.train import checkpoint
+
+    path = checkpoint.checkpoint_root(tmp_path) / "step_00000001"
+    path.mkdir(parents=True)
+    (path / checkpoint.STATE_FILE).write_text('{"step": 1, "consumed_samples": 4, "world_size": 1}')
+    (path / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"x" * 64)
+    checkpoint.write_manifest(path)
+    (path / checkpoint.COMPLETE).write_text("")
+    (path / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"x" * 32)  # truncated
+    result = run_train(small_run(tmp_path, data_cache, "trainer.steps=2"), timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: trainer.resume: no intact checkpoint to resume from (step_00000001: ")
+    assert "32 bytes, the manifest says 64" in lines[0]
+    assert not (tmp_path / "config.yaml").exists()  # stopped before the data and the model
+
+
+def test_damaged_pinned_data_cache_is_a_one_line_error_before_the_model_loads(tmp_path, data_cache):
+    import subprocess
+
+    pinned = tmp_path / "prepared"
+    overrides = small_run(tmp_path / "run", data_cache, "trainer.steps=2", f"data.cache_path={pinned}")
+    prepare = [sys.executable, str(ROOT / "launch" / "prepare_data.py"), *overrides]
+    subprocess.run(prepare, cwd=ROOT, env=train_env(), check=True, capture_output=True, timeout=300)
+    tokens = pinned / "tokens.bin"
+    with open(tokens, "r+b") as handle:
+        handle.truncate(tokens.stat().st_size - 10)
+    result = run_train(overrides, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: data.cache_path: {pinned} is damaged: tokens.bin has"
+    )
+    assert not (tmp_path / "run" / "deepspeed_config.json").exists()
