@@ -309,6 +309,7 @@ def test_wandb_logger_runs_offline_without_an_api_key(tmp_path, data_cache):
     assert (tmp_path / "wandb_id.txt").read_text().strip() in runs[0].name
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_is_a_one_line_error_before_the_model_loads(tmp_path, data_cache):
     from dprope.train import checkpoint
 
@@ -328,11 +329,14 @@ def test_no_intact_checkpoint_is_a_one_line_error_before_the_model_loads(tmp_pat
     assert not (tmp_path / "config.yaml").exists()  # stopped before the data and the model
 
 
+@pytest.mark.slow
 def test_damaged_pinned_data_cache_is_a_one_line_error_before_the_model_loads(tmp_path, data_cache):
     import subprocess
 
     pinned = tmp_path / "prepared"
-    overrides = small_run(tmp_path / "run", data_cache, "trainer.steps=2", f"data.cache_path={pinned}")
+    overrides = small_run(
+        tmp_path / "run", data_cache, "trainer.steps=2", "data.num_proc=1", f"data.cache_path={pinned}"
+    )
     prepare = [sys.executable, str(ROOT / "launch" / "prepare_data.py"), *overrides]
     subprocess.run(prepare, cwd=ROOT, env=train_env(), check=True, capture_output=True, timeout=300)
     tokens = pinned / "tokens.bin"
