@@ -41,6 +41,8 @@ def test_non_finite_gradient_norm_with_a_finite_loss_stops_with_exit_3(tmp_path,
         result = train_step(job, stop)
     finally:
         stop.restore()
+        job.metrics.close()
+        job.tracker.finish()
     assert math.isfinite(result.loss) and not math.isfinite(result.grad_norm)
     assert not result.finite
     assert report_non_finite(job, result) == EXIT_NON_FINITE == 3
