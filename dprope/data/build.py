@@ -98,7 +98,7 @@ def build_train_dataset(
     )
     path = cache.cache_location(cfg, split, key)
     with cache.locked(path):
-        meta = cache.read_meta(path)
+        meta = cache.read_meta(path, pinned=bool(cfg.cache_path))
         if meta is not None:
             cache.check_key(cfg, path, meta, key, tokenizer_name)
             log.info("data: reusing %s (%d tokens)", path, meta["num_tokens"])

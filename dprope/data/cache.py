@@ -72,13 +72,49 @@ def cache_location(cfg: DataConfig, split: str, key: dict[str, Any]) -> Path:
     return cfg.cache_root / f"{cfg.name}-{split}-{cfg.max_length}-{digest}"
 
 
-def read_meta(path: Path) -> dict[str, Any] | None:
-    """The metadata of a complete cache directory; None when it is absent or incomplete."""
+def read_meta(path: Path, pinned: bool = False) -> dict[str, Any] | None:
+    """The metadata of a complete, undamaged cache directory; None when it is absent, incomplete
+    or damaged (the caller rebuilds it, with a warning). A damaged ``pinned`` directory (the
+    user's ``data.cache_path``) is not rebuilt behind the user's back: a one-line error."""
     if not (path / COMPLETE).is_file():
         if path.exists():
             log.warning("data cache %s is incomplete (no %s): rebuilding it", path, COMPLETE)
         return None
-    return json.loads((path / META).read_text())
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError) as err:
+        meta, problem = None, f"{META} is unreadable ({err})"
+    else:
+        problem = damage(path, meta)
+    if problem is None:
+        return meta
+    if pinned:
+        raise ConfigError("data.cache_path", f"{path} is damaged: {problem} (delete it to rebuild it)")
+    log.warning("data cache %s is damaged (%s): rebuilding it", path, problem)
+    return None
+
+
+def damage(path: Path, meta: dict[str, Any]) -> str | None:
+    """What is wrong with a complete cache's files against its metadata, or None. Sizes and the
+    offsets' header only, no data read: cheap enough for every open (a truncated ``tokens.bin``
+    would otherwise fail only when the run reads past its end, after the model has loaded)."""
+    try:
+        dtype, num_tokens, num_documents = np.dtype(meta["dtype"]), meta["num_tokens"], meta["num_documents"]
+    except (KeyError, TypeError) as err:
+        return f"{META} lacks {err}"
+    for name in (TOKENS, DOC_OFFSETS):
+        if not (path / name).is_file():
+            return f"{name} is missing"
+    size, expected = (path / TOKENS).stat().st_size, num_tokens * dtype.itemsize
+    if size != expected:
+        return f"{TOKENS} has {size} bytes, {META} says {num_tokens} {dtype.name} tokens ({expected} bytes)"
+    try:
+        offsets = np.load(path / DOC_OFFSETS, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        return f"{DOC_OFFSETS} is unreadable ({err})"
+    if offsets.shape != (num_documents,):
+        return f"{DOC_OFFSETS} holds {offsets.shape[0]} offsets, {META} says {num_documents} documents"
+    return None
 
 
 def check_key(

@@ -63,6 +63,7 @@ class TrainerConfig:
     resume: str = (
         "auto"  # auto (latest checkpoint in output_dir, if any) | never | path of a checkpoint directory
     )
+    dist_timeout_minutes: float = 60.0  # process-group timeout: how long ranks wait in a collective, e.g. for rank 0 building the data cache, converting or writing a 13B checkpoint
     seed: int = 42  # model init, data order and RNG streams
     log_every: int = 1  # console/wandb logging period in steps (metrics.jsonl gets every step)
     export: bool = True  # write <output_dir>/hf (safetensors + config + tokenizer) at the end
@@ -121,6 +122,8 @@ class TrainerConfig:
             raise ConfigError(
                 "rope_precision", f"must be one of {', '.join(ROPE_PRECISIONS)} (got {self.rope_precision!r})"
             )
+        if not self.dist_timeout_minutes > 0:
+            raise ConfigError("dist_timeout_minutes", f"must be positive (got {self.dist_timeout_minutes})")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise ConfigError("peak_tflops", f"must be positive (got {self.peak_tflops})")
         if not self.output_dir:

@@ -10,9 +10,11 @@ never reach the angles: method-notes section 8).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,14 +70,30 @@ def main_process_first(runtime: Runtime):
         torch.distributed.barrier()
 
 
-def init_distributed() -> Runtime:
+def silence_collective_deprecations() -> None:
+    """Hide the two FutureWarnings torch prints on each ZeRO step for DeepSpeed's calls of
+    `all_gather_into_tensor` and `reduce_scatter_tensor` (a rename in torch, nothing a user can
+    act on). The filter matches those two messages raised from torch's c10d wrapper only, so
+    every other warning still shows."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+        category=FutureWarning,
+        module=r"torch\.distributed\.c10d_logger",
+    )
+
+
+def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     """Join (or, under plain `python`, create) the process group.
 
     Works under `deepspeed`, `torchrun` and `srun` (their environment names rank and world size)
-    and under plain `python` (a group of one). gloo on CPU, nccl on GPU.
+    and under plain `python` (a group of one). gloo on CPU, nccl on GPU. ``timeout_minutes``
+    bounds every collective, including the barriers where ranks wait for rank 0 to build the data
+    cache, convert a checkpoint or write a checkpoint (`trainer.dist_timeout_minutes`).
     """
     import deepspeed
 
+    silence_collective_deprecations()
     if "RANK" not in os.environ and "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
         os.environ.update(
             RANK=os.environ["SLURM_PROCID"],
@@ -91,7 +109,11 @@ def init_distributed() -> Runtime:
     local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:
         torch.cuda.set_device(local_rank)
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", auto_mpi_discovery=False)
+    deepspeed.init_distributed(
+        dist_backend="nccl" if cuda else "gloo",
+        auto_mpi_discovery=False,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+    )
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return Runtime(int(os.environ["RANK"]), local_rank, int(os.environ["WORLD_SIZE"]), device)
 
@@ -131,13 +153,16 @@ def check_grad_accum_dtype(trainer: TrainerConfig, precision: str) -> None:
         )
 
 
-def deepspeed_config(trainer: TrainerConfig, world_size: int, precision: str) -> dict[str, Any]:
+def deepspeed_config(
+    trainer: TrainerConfig, world_size: int, precision: str, load_universal: bool = False
+) -> dict[str, Any]:
     """The DeepSpeed config generated from the trainer config (no separate JSON to keep in sync).
 
     Under bf16, ``data_types.grad_accum_dtype`` is ``trainer.grad_accum_dtype`` (fp32 by default):
     ZeRO then keeps each rank's gradient partition in float32 and adds every micro-step's bf16
     gradient into it, instead of summing up to 64 micro-batches in bf16 (8 significant bits).
-    fp32 runs accumulate in fp32 anyway.
+    fp32 runs accumulate in fp32 anyway. ``load_universal``: the resume loads a universal
+    checkpoint (saved on another world size).
     """
     cpu = not torch.cuda.is_available()
     zero: dict[str, Any] = {"stage": trainer.zero_stage}
@@ -176,6 +201,8 @@ def deepspeed_config(trainer: TrainerConfig, world_size: int, precision: str) ->
     if trainer.sequence_parallel_size > 1:
         # DeepSpeed then counts train_batch_size over world / SP data-parallel replicas
         config["sequence_parallel_size"] = trainer.sequence_parallel_size
+    if load_universal:
+        config["checkpoint"] = {"load_universal": True}
     if trainer.warmup_steps > 0:
         config["scheduler"] = {
             "type": "WarmupLR",
@@ -261,17 +288,18 @@ def build_engine(
     attention: str,
     kernels: str = "none",
     plan: LongContext | None = None,
+    load_universal: bool = False,
 ):
     """Load the model from ``hf_config`` (the strategy already applied, see `model_hf_config`),
-    apply the resolved ``kernels`` (`dprope.train.kernels`) and wrap it in a DeepSpeed engine.
-    Returns ``(engine, ds_config)``.
+    apply the resolved ``kernels`` (`dprope.train.kernels`) and wrap it in a DeepSpeed engine in
+    training mode. Returns ``(engine, ds_config)``.
 
     With a `LongContext` plan, DeepSpeed's ALST parts go in before the wrap: Ulysses attention and
     its process groups (``plan.group``), tiled MLPs, the capture of the final hidden states for the
-    tiled logits-loss."""
+    tiled logits-loss. ``load_universal``: the resume loads a universal checkpoint."""
     import deepspeed
 
-    ds_config = deepspeed_config(trainer, runtime.world_size, precision)
+    ds_config = deepspeed_config(trainer, runtime.world_size, precision, load_universal)
     keep_alive = None
     if trainer.zero_stage == 3 and model_cfg.pretrained is not None:
         # partitioned loading: each rank materialises only its shard of the checkpoint
@@ -282,7 +310,7 @@ def build_engine(
     patched = apply_rope_precision(model, trainer.rope_precision)  # before the wrap (dprope.rope.precision)
     log.info("rotary rotation precision: %s (%d module(s) patched)", trainer.rope_precision, patched)
     if trainer.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     apply_kernels(model, kernels, trainer.zero_stage)
     mpu = None
@@ -295,6 +323,7 @@ def build_engine(
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=ds_config, mpu=mpu
     )
+    engine.train()  # from_pretrained returns the model in eval mode: dropout must be on in training
     if plan is not None and plan.tiled:
         # after the wrap: ZeRO-3's own hooks come first, so the captured output is the one whose
         # backward gathers the norm's partitioned weight again

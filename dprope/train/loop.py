@@ -165,9 +165,12 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     long_context = trainer.sequence_parallel_size > 1 or trainer.tiled_compute
     kernels = resolve_kernels(trainer.kernels, hf_config.model_type, long_context)
     check_long_context(trainer, hf_config, run.data.max_length, attention)
-    resume_from = checkpoint.resolve_resume(trainer.resume, output_dir)
+    candidates = checkpoint.resume_candidates(trainer.resume, output_dir)
 
-    runtime = init_distributed()
+    runtime = init_distributed(trainer.dist_timeout_minutes)
+    # verified (a damaged checkpoint falls back to an older one) and, saved on another world
+    # size, converted to a universal checkpoint; before any model loads
+    resume = checkpoint.choose_resume(candidates, runtime.world_size, runtime.rank)
     accumulation = trainer.accumulation_steps(runtime.world_size)
     tokenizer = load_tokenizer(
         run.model.tokenizer_name, field="model.tokenizer" if run.model.tokenizer else "model.pretrained"
@@ -194,13 +197,22 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     )
     plan = LongContext.from_trainer(trainer)
     engine, ds_config = build_engine(
-        run.model, hf_config, scaling, trainer, runtime, precision, attention, kernels, plan=plan
+        run.model,
+        hf_config,
+        scaling,
+        trainer,
+        runtime,
+        precision,
+        attention,
+        kernels,
+        plan=plan,
+        load_universal=resume is not None and resume.universal,
     )
 
     state = checkpoint.TrainerState(world_size=runtime.world_size)
-    if resume_from is not None:
-        state = checkpoint.load(engine, resume_from, runtime.rank)
-        log.info("resumed from %s at step %d", resume_from, state.step)
+    if resume is not None:
+        state = checkpoint.load(engine, resume)
+        log.info("resumed from %s at step %d", resume.path, state.step)
         state.world_size = runtime.world_size
 
     summary = strategy_summary(run.rope, scaling)
@@ -240,6 +252,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
     # with SP, each group's ranks take turns supplying the sequence they all work on; a step's
     # accumulation is a multiple of the SP size, so resuming at consumed_samples stays exact
     loader = sp_loader(loader, runtime, plan)
+    batches = iter(loader)  # draws from the torch RNG: before the saved RNG state is put back
+    if resume is not None:
+        checkpoint.restore_rng(resume.path, runtime.rank)
     return Job(
         run=run,
         runtime=runtime,
@@ -256,9 +271,9 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
         peak_flops=peak_flops(trainer.peak_tflops),
         tracker=tracker,
         metrics=metrics,
-        batches=iter(loader),
+        batches=batches,
         long_context=plan,
-        last_saved=state.step if resume_from is not None else -1,
+        last_saved=state.step if resume is not None else -1,
     )
 
 

@@ -10,6 +10,12 @@
 #                          torchrun: srun starts one torchrun per node, which starts the processes
 #   DPROPE_MASTER_PORT     rendezvous port (default: 15000 + job id mod 15000)
 #   DPROPE_MAX_RESTARTS    requeues of one job before it gives up (default 100)
+#
+# NCCL and torch.distributed settings (NCCL_SOCKET_IFNAME, NCCL_IB_HCA, NCCL_DEBUG,
+# TORCH_NCCL_BLOCKING_WAIT, ...) reach every training process from the submitting shell's
+# environment (sbatch's default --export=ALL; srun and torchrun pass it on), or with
+# `sbatch --export=ALL,NCCL_DEBUG=INFO ...` where a site exports nothing by default. The job log
+# lists the NCCL_* variables in effect. The process-group timeout is trainer.dist_timeout_minutes.
 
 dprope_log() {
     echo "dprope[${SLURM_JOB_ID:-?}]: $*"
@@ -70,20 +76,29 @@ dprope_step() {
                 "$PYTHON" "$DPROPE_ROOT/launch/$entry.py" "$@")
             ;;
         torchrun)
-            # torchrun passes USR1 on to its workers and waits for their checkpoint (shutdown timeout)
+            dprope_torchrun "$entry" "$@"
             STEP=("${srun[@]}" --ntasks="$NUM_NODES" --ntasks-per-node=1
-                --cpus-per-task="$((CPUS_PER_PROC * PROCS_PER_NODE))"
-                "$PYTHON" -m torch.distributed.run
-                --nnodes="$NUM_NODES" --nproc-per-node="$PROCS_PER_NODE"
-                --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID"
-                --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 --shutdown-timeout=3600
-                "$DPROPE_ROOT/launch/$entry.py" "$@")
+                --cpus-per-task="$((CPUS_PER_PROC * PROCS_PER_NODE))" "${TORCHRUN[@]}")
             ;;
         *)
             echo "error: DPROPE_LAUNCHER: must be srun or torchrun (got '$DPROPE_LAUNCHER')" >&2
             exit 2
             ;;
     esac
+}
+
+# The command every node runs with DPROPE_LAUNCHER=torchrun, as an array: TORCHRUN. The nodes run
+# the same command; the c10d rendezvous at MASTER_ADDR:MASTER_PORT, keyed by the job id, numbers
+# the nodes and their processes. torchrun passes USR1 on to its workers and waits for their
+# checkpoint (shutdown timeout).
+dprope_torchrun() {
+    local entry=$1
+    shift
+    TORCHRUN=("$PYTHON" -m torch.distributed.run
+        --nnodes="$NUM_NODES" --nproc-per-node="$PROCS_PER_NODE"
+        --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID"
+        --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 --shutdown-timeout=3600
+        "$DPROPE_ROOT/launch/$entry.py" "$@")
 }
 
 # Start the step in the background, pass USR1/TERM on to it, and wait for it: a signal only
@@ -110,4 +125,7 @@ dprope_header() {
     dprope_log "$1 on $NUM_NODES node(s) [$SLURM_JOB_NODELIST] x $PROCS_PER_NODE process(es)," \
         "$GPUS_PER_NODE GPU(s) per node, launcher ${DPROPE_LAUNCHER:-srun}, restart ${SLURM_RESTART_COUNT:-0}," \
         "rendezvous $MASTER_ADDR:$MASTER_PORT, python $PYTHON"
+    local nccl
+    nccl=$(env | grep -E '^(TORCH_)?NCCL_' | sort | tr '\n' ' ' || true)
+    dprope_log "NCCL settings passed on: ${nccl:-none}"
 }

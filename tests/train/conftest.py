@@ -67,3 +67,26 @@ def read_metrics(output_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def dropout_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny model directory (as `model.pretrained` takes) whose attention dropout makes
+    training consume the torch RNG: a resume that does not restore the RNG state changes its
+    losses. Seeded differently from `model=tiny`'s random init, so loading it is observable."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from dprope.model import ModelConfig
+
+    path = tmp_path_factory.mktemp("tiny-dropout")
+    config = ModelConfig(name="tiny", tokenizer="byte").hf_config()
+    config.attention_dropout = 0.1
+    torch.manual_seed(7)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def pretrained(model_dir: Path) -> list[str]:
+    """Overrides training from a saved model directory with the built-in byte tokenizer."""
+    return [f"model.pretrained={model_dir}", "model.tokenizer=byte"]

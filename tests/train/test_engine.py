@@ -56,6 +56,7 @@ def test_global_batch_must_divide_by_micro_times_world(world_size):
         ({"zero_stage": 4}, "zero_stage"),
         ({"betas": [0.9]}, "betas"),
         ({"offload_params": True, "zero_stage": 2}, "offload_params"),
+        ({"dist_timeout_minutes": 0}, "dist_timeout_minutes"),
     ],
 )
 def test_bad_trainer_values_name_the_field(kwargs, field):
@@ -105,3 +106,39 @@ def test_restore_undoes_a_bf16_cast_of_the_buffers(tiny_model_cfg):
     scaling = tiny_model_cfg.scaling(rope)
     assert restore_rotary_frequencies(model, scaling) == 1
     assert rotary.inv_freq.dtype == torch.float32 and torch.equal(rotary.inv_freq, scaling.inv_freq)
+
+
+def test_universal_loading_is_asked_only_for_a_resume_on_another_world_size():
+    trainer = TrainerConfig(global_batch_size=4, micro_batch_size=2)
+    assert "checkpoint" not in deepspeed_config(trainer, world_size=1, precision="fp32")
+    universal = deepspeed_config(trainer, world_size=1, precision="fp32", load_universal=True)
+    assert universal["checkpoint"] == {"load_universal": True}
+
+
+def test_long_default_process_group_timeout():
+    assert TrainerConfig().dist_timeout_minutes == 60  # rank 0 may build a cache or write 13B meanwhile
+
+
+def test_only_the_two_collective_deprecations_are_filtered():
+    import warnings
+
+    from dprope.train.engine import silence_collective_deprecations
+
+    def warn(message, module):
+        exec(
+            compile(f"warnings.warn({message!r}, FutureWarning)", module, "exec"),
+            {"warnings": warnings, "__name__": module},
+        )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_collective_deprecations()
+        c10d = "torch.distributed.c10d_logger"
+        warn("`torch.distributed.all_gather_into_tensor` is deprecated. Please use ...", c10d)
+        warn("`torch.distributed.reduce_scatter_tensor` is deprecated. Please use ...", c10d)
+        warn("`torch.distributed.all_reduce_coalesced` is deprecated.", c10d)  # another op: shown
+        warn("`torch.distributed.all_gather_into_tensor` is deprecated.", "mypackage")  # elsewhere: shown
+    assert [str(w.message) for w in caught] == [
+        "`torch.distributed.all_reduce_coalesced` is deprecated.",
+        "`torch.distributed.all_gather_into_tensor` is deprecated.",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ def reference_run(tmp_path_factory, data_cache) -> Path:
         )
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    (out.parent / f"{out.name}-console.txt").write_text(result.stdout + result.stderr)
     return out
 
 
@@ -81,9 +83,7 @@ def test_run_writes_metrics_config_and_a_vanilla_loadable_export(reference_run):
     runtime = init_distributed()
     hf_config, scaling = model_hf_config(model_cfg, rope)
     engine, _ = build_engine(model_cfg, hf_config, scaling, trainer, runtime, "fp32", "sdpa")
-    state = checkpoint.load(
-        engine, checkpoint.latest_checkpoint(checkpoint.checkpoint_root(reference_run)), 0
-    )
+    state = checkpoint.load(engine, checkpoint.latest_checkpoint(checkpoint.checkpoint_root(reference_run)))
     assert state.step == STEPS
     text = (ROOT / "dprope" / "rope" / "analysis.py").read_text()[:600]
     input_ids = tokenizer(text, return_tensors="pt").input_ids
@@ -156,25 +156,112 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, data_cach
     assert not (tmp_path / "hf").exists()
 
 
-@pytest.mark.slow
-def test_zero3_on_two_cpu_processes_matches_one(reference_run, tmp_path, data_cache):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def resumed_from(
+    checkpoint_dir: Path, output_dir: Path, data_cache: Path, **launch
+) -> subprocess.CompletedProcess:
+    """The reference's run, continued in ``output_dir`` from one of its checkpoints."""
+    overrides = small_run(
+        output_dir,
+        data_cache,
+        f"trainer.steps={STEPS}",
+        f"trainer.save_every={SAVE_EVERY}",
+        "data.max_length=512",
+        f"trainer.resume={checkpoint_dir}",
+        "trainer.export=false",
+    )
+    return run_train(overrides, **launch)
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory, data_cache) -> Path:
+    """The reference's run on two processes (ZeRO-3 partitions over both)."""
+    out = tmp_path_factory.mktemp("two-ranks")
     result = run_train(
-        small_run(
-            tmp_path, data_cache, f"trainer.steps={STEPS}", "trainer.save_every=6", "data.max_length=512"
-        ),
-        launcher=torchrun,
+        small_run(out, data_cache, f"trainer.steps={STEPS}", "trainer.save_every=6", "data.max_length=512"),
+        launcher=TORCHRUN,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world 2 x micro 2 x accumulation 1" in result.stdout
-    assert (tmp_path / "hf" / "model.safetensors").is_file()
+    return out
+
+
+@pytest.mark.slow
+def test_zero3_on_two_cpu_processes_matches_one(reference_run, two_rank_run):
+    assert (two_rank_run / "hf" / "model.safetensors").is_file()
     # two ranks of 2 sequences see the same global batches as one rank accumulating twice; only
     # the order of floating-point reductions differs
-    two = losses(tmp_path)
+    two = losses(two_rank_run)
     assert two[0] == pytest.approx(losses(reference_run)[0], rel=1e-6)
     assert two == pytest.approx(losses(reference_run), rel=1e-3)
-    shards = list((tmp_path / "checkpoints" / f"step_{STEPS:08d}").glob("zero_pp_rank_*_model_states.pt"))
+    shards = list((two_rank_run / "checkpoints" / f"step_{STEPS:08d}").glob("zero_pp_rank_*_model_states.pt"))
     assert len(shards) == 2
+
+
+@pytest.mark.slow
+def test_two_rank_checkpoint_resumes_on_one_rank_through_a_universal_conversion(
+    two_rank_run, tmp_path, data_cache, caplog
+):
+    from dprope.train import checkpoint
+
+    saved = two_rank_run / "checkpoints" / "step_00000006"
+    result = resumed_from(saved, tmp_path, data_cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert (
+        "step_00000006 was saved by 2 rank(s), this run has 1: converting it to a universal checkpoint"
+        in console
+    )
+    assert "world 1 x micro 2 x accumulation 2" in console
+    records = read_metrics(tmp_path)
+    # the exact data position: the global samples after the 6 steps done, in the same order
+    assert [r["step"] for r in records] == list(range(7, STEPS + 1))
+    assert [r["consumed_samples"] for r in records] == [4 * step for step in range(7, STEPS + 1)]
+    # model, optimizer (Adam moments, step count) and scheduler restored: the uninterrupted run's
+    # losses, up to the order of floating-point reductions
+    assert losses(tmp_path) == pytest.approx(losses(two_rank_run)[6:], rel=1e-5)
+    # converted once, kept next to the checkpoint and reused as it is
+    universal = saved / checkpoint.UNIVERSAL
+    assert (universal / checkpoint.COMPLETE).is_file() and checkpoint.verify(universal, alone=True) == []
+    before = (universal / checkpoint.MANIFEST).stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="dprope.train.checkpoint"):
+        checkpoint.ensure_universal(saved, 2, 1, rank=0)
+    assert any("reusing its universal conversion" in r.message for r in caplog.records)
+    assert (universal / checkpoint.MANIFEST).stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_one_rank_checkpoint_resumes_on_two_ranks(reference_run, tmp_path, data_cache):
+    result = resumed_from(
+        reference_run / "checkpoints" / "step_00000009", tmp_path, data_cache, launcher=TORCHRUN
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "saved by 1 rank(s), this run has 2: converting" in result.stdout + result.stderr
+    assert [r["step"] for r in read_metrics(tmp_path)] == [10, 11, 12]
+    assert losses(tmp_path) == pytest.approx(losses(reference_run)[9:], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_deepspeed_launcher_resumes_a_two_rank_run_exactly(two_rank_run, tmp_path, data_cache):
+    deepspeed = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus=2"]
+    if not Path(deepspeed[0]).is_file():
+        pytest.skip("no deepspeed launcher next to the interpreter")
+    result = resumed_from(
+        two_rank_run / "checkpoints" / "step_00000006", tmp_path, data_cache, launcher=deepspeed
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world 2 x micro 2 x accumulation 1" in result.stdout
+    assert "converting" not in result.stdout + result.stderr  # same world size: loaded as saved
+    assert losses(tmp_path) == losses(two_rank_run)[6:]
+
+
+def test_console_shows_no_per_step_collective_deprecation_warnings(reference_run):
+    console = (reference_run.parent / f"{reference_run.name}-console.txt").read_text()
+    assert "train:" in console  # the progress bar is there
+    for name in ("all_gather_into_tensor", "reduce_scatter_tensor"):
+        assert f"torch.distributed.{name}` is deprecated" not in console
 
 
 @pytest.mark.parametrize(
@@ -220,3 +307,45 @@ def test_wandb_logger_runs_offline_without_an_api_key(tmp_path, data_cache):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert (tmp_path / "wandb_id.txt").read_text().strip() in runs[0].name
+
+
+@pytest.mark.slow
+def test_no_intact_checkpoint_is_a_one_line_error_before_the_model_loads(tmp_path, data_cache):
+    from dprope.train import checkpoint
+
+    path = checkpoint.checkpoint_root(tmp_path) / "step_00000001"
+    path.mkdir(parents=True)
+    (path / checkpoint.STATE_FILE).write_text('{"step": 1, "consumed_samples": 4, "world_size": 1}')
+    (path / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"x" * 64)
+    checkpoint.write_manifest(path)
+    (path / checkpoint.COMPLETE).write_text("")
+    (path / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"x" * 32)  # truncated
+    result = run_train(small_run(tmp_path, data_cache, "trainer.steps=2"), timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: trainer.resume: no intact checkpoint to resume from (step_00000001: ")
+    assert "32 bytes, the manifest says 64" in lines[0]
+    assert not (tmp_path / "config.yaml").exists()  # stopped before the data and the model
+
+
+@pytest.mark.slow
+def test_damaged_pinned_data_cache_is_a_one_line_error_before_the_model_loads(tmp_path, data_cache):
+    import subprocess
+
+    pinned = tmp_path / "prepared"
+    overrides = small_run(
+        tmp_path / "run", data_cache, "trainer.steps=2", "data.num_proc=1", f"data.cache_path={pinned}"
+    )
+    prepare = [sys.executable, str(ROOT / "launch" / "prepare_data.py"), *overrides]
+    subprocess.run(prepare, cwd=ROOT, env=train_env(), check=True, capture_output=True, timeout=300)
+    tokens = pinned / "tokens.bin"
+    with open(tokens, "r+b") as handle:
+        handle.truncate(tokens.stat().st_size - 10)
+    result = run_train(overrides, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: data.cache_path: {pinned} is damaged: tokens.bin has"
+    )
+    assert not (tmp_path / "run" / "deepspeed_config.json").exists()

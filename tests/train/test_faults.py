@@ -1,0 +1,72 @@
+"""Faults seen from inside one process: a non-finite gradient norm stops the run with exit code 3,
+and a saved model directory loads through the ZeRO-3 partitioned path (`HfDeepSpeedConfig`) in
+training mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from dprope.data import EMBEDDED
+from dprope.model import ModelConfig
+from dprope.rope.registry import rope_config
+from dprope.train.config import EXIT_NON_FINITE, LoggerConfig, RunConfig, TrainerConfig
+from dprope.train.engine import build_engine, init_distributed, model_hf_config
+
+
+def tiny_run(tmp_path, data_cache, **trainer) -> RunConfig:
+    return RunConfig(
+        model=ModelConfig(name="tiny", tokenizer="byte"),
+        rope=rope_config({"name": "dprope", "factor": 4.0}),
+        data=dataclasses.replace(EMBEDDED, max_length=256, cache_dir=str(data_cache)),
+        trainer=TrainerConfig(
+            output_dir=str(tmp_path), steps=2, global_batch_size=2, micro_batch_size=2, **trainer
+        ),
+        logger=LoggerConfig(),
+    )
+
+
+def test_non_finite_gradient_norm_with_a_finite_loss_stops_with_exit_3(tmp_path, data_cache, capsys):
+    from dprope.train.loop import report_non_finite, set_up, train_step
+    from dprope.train.signals import StopRequest
+
+    job = set_up(tiny_run(tmp_path, data_cache, save_every=1), {})
+    # the gradient reaching the output layer turns non-finite; the forward pass and loss do not
+    job.engine.module.lm_head.register_full_backward_pre_hook(lambda module, grad: (grad[0] * math.inf,))
+    stop = StopRequest()
+    try:
+        result = train_step(job, stop)
+    finally:
+        stop.restore()
+        job.metrics.close()
+        job.tracker.finish()
+    assert math.isfinite(result.loss) and not math.isfinite(result.grad_norm)
+    assert not result.finite
+    assert report_non_finite(job, result) == EXIT_NON_FINITE == 3
+    err = capsys.readouterr().err
+    assert "error: non-finite gradient norm at step 1" in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_saved_model_directory_loads_partitioned_under_zero3_in_training_mode(dropout_model_dir, tmp_path):
+    import deepspeed
+    from safetensors.torch import load_file
+
+    model_cfg = ModelConfig(name="tiny", pretrained=str(dropout_model_dir), tokenizer="byte")
+    rope = rope_config({"name": "pi", "factor": 2.0})
+    trainer = TrainerConfig(output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2)
+    runtime = init_distributed()
+    hf_config, scaling = model_hf_config(model_cfg, rope)
+    assert hf_config.attention_dropout == pytest.approx(0.1)
+    engine, ds_config = build_engine(model_cfg, hf_config, scaling, trainer, runtime, "fp32", "sdpa")
+    assert ds_config["zero_optimization"]["stage"] == 3
+    assert engine.training and engine.module.training  # from_pretrained alone leaves eval mode: no dropout
+    saved = load_file(str(dropout_model_dir / "model.safetensors"))
+    params = dict(engine.module.named_parameters())
+    assert all(hasattr(p, "ds_id") for p in params.values())  # partitioned by ZeRO-3
+    with deepspeed.zero.GatheredParameters(list(params.values())):
+        for name, tensor in saved.items():
+            torch.testing.assert_close(params[name].data, tensor, rtol=0, atol=0, msg=name)
