@@ -34,7 +34,8 @@ class BenchmarkResult:
 
     ``summary`` is the model's row in a comparison table (column -> score), ``details`` holds the
     benchmark's own breakdown (JSON-serialisable), ``samples`` the per-example records written to
-    ``predictions/<name>.jsonl``, and ``markdown`` the tables for ``results.md``.
+    ``predictions/<name>.jsonl``, ``markdown`` the tables for ``results.md``, and ``files`` any
+    further file of the benchmark (path relative to the output directory -> text).
     """
 
     name: str
@@ -42,6 +43,7 @@ class BenchmarkResult:
     details: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     markdown: str = ""
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def check_length(field_name: str, length: int, ctx: EvalContext) -> None:

@@ -5,6 +5,13 @@ path must exist and hold a ``config.json`` and weights; the checkpoint's config 
 gives ``max_position_embeddings``, the limit every benchmark's lengths are checked against
 before the weights are read. Weights load in bf16 on CUDA (fp32 on CPU) with FlashAttention-2
 when ``flash_attn`` imports on a CUDA device, else PyTorch SDPA.
+
+Training-free evaluation (the paper's Table 10, every "no fine-tuning" baseline): with a RoPE
+strategy given (``rope=yarn rope.factor=4``), `resolve_checkpoint` writes into the base
+checkpoint's config the same native ``rope_parameters`` and ``max_position_embeddings = s * L``
+the trainer exports (`dprope.model.apply_rope`), and `load_model` builds the weights on that
+config, so the evaluated model is exactly what an export of the untrained strategy would be.
+`load_with_strategy` does both in one call.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from typing import Any
 
 from dprope.config import ConfigError, first_line, local_path
 from dprope.data.tokenizer import load_tokenizer
-from dprope.model import ModelConfig
+from dprope.model import ModelConfig, apply_rope
+from dprope.rope.registry import RopeConfig
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 
@@ -30,14 +38,16 @@ class Checkpoint:
     tokenizer: str  # model.tokenizer, else source
     hf_config: Any  # the checkpoint's transformers config
     strategy: dict[str, Any] | None = None  # the trainer export's dprope.json (its RoPE strategy), if any
+    applied_at_load: bool = False  # the strategy was applied to hf_config here (training-free), not trained
 
     @property
     def max_positions(self) -> int:
         return int(self.hf_config.max_position_embeddings)
 
 
-def resolve_checkpoint(model: ModelConfig) -> Checkpoint:
-    """Validate ``model.pretrained`` and read the checkpoint's config (no weights)."""
+def resolve_checkpoint(model: ModelConfig, rope: RopeConfig | None = None) -> Checkpoint:
+    """Validate ``model.pretrained`` and read the checkpoint's config (no weights); with ``rope``,
+    apply that strategy to the config (see `apply_strategy`)."""
     from transformers import AutoConfig
 
     name = model.pretrained
@@ -69,7 +79,45 @@ def resolve_checkpoint(model: ModelConfig) -> Checkpoint:
             strategy = json.loads(strategy_file.read_text())
         except json.JSONDecodeError as err:
             raise ConfigError("model.pretrained", f"{strategy_file} is not valid JSON ({err.msg})") from None
-    return Checkpoint(model.name, source, model.tokenizer or source, hf_config, strategy)
+    checkpoint = Checkpoint(model.name, source, model.tokenizer or source, hf_config, strategy)
+    if rope is not None:
+        apply_strategy(checkpoint, rope, model)
+    return checkpoint
+
+
+def apply_strategy(checkpoint: Checkpoint, rope: RopeConfig, model: ModelConfig) -> None:
+    """Apply ``rope`` to a base checkpoint's config, as the trainer does before fine-tuning.
+
+    The base must use plain RoPE (``rope_type`` default) with the preset's geometry: head_dim and
+    rope_theta (checked by `apply_rope`) and pre-training length L = its max_position_embeddings;
+    a checkpoint that already carries a scaling (a trainer export) would get it replaced silently.
+    The checkpoint is renamed ``<name>-<strategy>-x<factor>`` and its ``strategy`` record names
+    the strategy, factor, per-pair factors and exported rope_parameters.
+    """
+    from dprope.train.loop import strategy_summary
+
+    hf_config = checkpoint.hf_config
+    params = getattr(hf_config, "rope_parameters", None) or {}
+    rope_type = params.get("rope_type", "default")
+    if rope_type != "default":
+        raise ConfigError(
+            "rope",
+            f"{checkpoint.source} already uses rope_type {rope_type!r}; training-free evaluation applies "
+            "a strategy to a base checkpoint (drop rope= to evaluate this one as it is)",
+        )
+    base = params.get("rope_theta")
+    if base is not None and float(base) != model.rope_theta:
+        raise ConfigError("model.rope_theta", f"{model.rope_theta} does not match the checkpoint's {base}")
+    if int(hf_config.max_position_embeddings) != model.original_max_position_embeddings:
+        raise ConfigError(
+            "model.original_max_position_embeddings",
+            f"{model.original_max_position_embeddings} does not match the checkpoint's "
+            f"max_position_embeddings ({hf_config.max_position_embeddings})",
+        )
+    scaling = apply_rope(hf_config, rope, model)
+    checkpoint.strategy = {**strategy_summary(rope, scaling), "applied": "at load time, no fine-tuning"}
+    checkpoint.applied_at_load = True
+    checkpoint.name = f"{checkpoint.name}-{rope.name}-x{rope.factor:g}"
 
 
 def resolve_device(device: str | None) -> str:
@@ -103,10 +151,20 @@ def load_model(checkpoint: Checkpoint, device: str):
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            checkpoint.source, dtype=dtype, attn_implementation=attention_implementation(device)
+            checkpoint.source,
+            config=checkpoint.hf_config,  # carries the strategy when one was applied at load time
+            dtype=dtype,
+            attn_implementation=attention_implementation(device),
         )
     except (OSError, ValueError) as err:
         raise ConfigError(
             "model.pretrained", f"cannot load {checkpoint.source!r}: {first_line(err)}"
         ) from None
     return model.to(device).eval()
+
+
+def load_with_strategy(model: ModelConfig, rope: RopeConfig | None, device: str | None = None):
+    """``(model, checkpoint)``: ``model.pretrained`` with ``rope`` applied at load time (or as
+    saved when ``rope`` is None), in eval mode; the one call training-free evaluation needs."""
+    checkpoint = resolve_checkpoint(model, rope)
+    return load_model(checkpoint, resolve_device(device)), checkpoint

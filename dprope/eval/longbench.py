@@ -1,12 +1,14 @@
 """LongBench-E (Bai et al., 2023): the 13 English tasks, scored by input length.
 
-Protocol of the official ``pred.py`` / ``eval.py`` (THUDM/LongBench): the prompt is the dataset's
-template filled with ``context`` and ``input``; a prompt longer than the budget is truncated in
-the middle (its first and last halves kept, here on token ids so the budget is exact); greedy
-decoding for the dataset's generation length; few-shot tasks keep the answer's first line; a
-sample scores the best over its references; a dataset's score per bucket (by the sample's
-``length`` field, see `length_bucket`) is the mean x 100. The summary row averages each bucket
-over the datasets that have samples in it; ``avg`` is the mean of the bucket columns.
+Protocol of the official ``pred.py`` / ``eval.py --e`` (THUDM/LongBench): the prompt is the
+dataset's template filled with ``context`` and ``input``; a prompt longer than the budget is
+truncated in the middle (its first and last halves kept, here on token ids so the budget is
+exact rather than decoded and re-tokenized); the budget follows the official ``model2maxlen``
+table, 1000 x (context / 1024) - 500 tokens (3500 for a 4k model, 15500 for 16k); chat models
+may wrap the truncated prompt in their chat template (not the few-shot and code tasks); greedy
+decoding for the dataset's generation length. Scoring, the official ``result.json`` and the
+labelled averages are in `dprope.eval.longbench_scoring`; `eval.longbench_e.predictions_dir`
+re-scores saved official-format predictions without a model.
 """
 
 from __future__ import annotations
@@ -18,10 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from dprope.config import ConfigError
-from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table, mean
+from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table
 from dprope.eval.generation import greedy_generate
-from dprope.eval.longbench_metrics import score_sample
-from dprope.eval.longbench_tasks import BUCKETS, TASKS, LongBenchTask, length_bucket
+from dprope.eval.longbench_scoring import (
+    AVERAGES,
+    Prediction,
+    aggregate,
+    bucket_scores,
+    dump_predictions,
+    metric_of,
+    official_result,
+    prediction_file,
+    read_predictions,
+    score,
+)
+from dprope.eval.longbench_tasks import BUCKETS, NO_CHAT_TEMPLATE, TASKS, LongBenchTask, length_bucket
 
 HUB_DATASET = "THUDM/LongBench"
 
@@ -30,7 +43,20 @@ HUB_DATASET = "THUDM/LongBench"
 class LongBenchConfig:
     datasets: list[str] = field(default_factory=lambda: list(TASKS))  # LongBench-E datasets (all 13)
     data_dir: str | None = None  # directory of <dataset>.jsonl (the official data.zip); null = the hub
-    max_length: int | None = None  # prompt tokens kept; null = max_position_embeddings - generation length
+    predictions_dir: str | None = (
+        None  # re-score DIR/<dataset>.jsonl (official pred.py files, e.g. gov_report.jsonl); no model loads
+    )
+    max_length: int | None = (
+        None  # prompt tokens kept; null = 1000 x (context / 1024) - reserve_tokens (official model2maxlen)
+    )
+    reserve_tokens: int = 500  # the official budget's margin (3500 of a 4k context)
+    chat_template: bool = (
+        False  # wrap prompts in the tokenizer's chat template (chat models; official build_chat)
+    )
+    classification_fix: bool = (
+        False  # trec: remove every class contained in the reference (official loop skips some)
+    )
+    average: str = "categories"  # headline row: categories (official README) | datasets (flat mean of the 13)
     max_new_tokens: int | None = None  # override every dataset's official generation length (quick runs only)
     max_samples: int | None = None  # first N samples per dataset (quick runs only); null = all
 
@@ -46,6 +72,10 @@ class LongBenchConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(name, f"must be >= 1 or null (got {value})")
+        if self.reserve_tokens < 0:
+            raise ConfigError("reserve_tokens", f"must be >= 0 (got {self.reserve_tokens})")
+        if self.average not in AVERAGES:
+            raise ConfigError("average", f"must be one of {', '.join(AVERAGES)} (got {self.average!r})")
 
 
 @dataclass
@@ -123,17 +153,36 @@ def new_tokens(cfg: LongBenchConfig, task: LongBenchTask) -> int:
     return cfg.max_new_tokens or task.max_new_tokens
 
 
-def prompt_budget(cfg: LongBenchConfig, task: LongBenchTask, ctx: EvalContext) -> int:
-    return cfg.max_length or ctx.max_positions - new_tokens(cfg, task)
+def prompt_budget(cfg: LongBenchConfig, ctx: EvalContext) -> int:
+    """``max_length``, else the official table's rule: 1000 tokens per 1024 of context, minus
+    ``reserve_tokens`` (model2maxlen: 4k -> 3500, 8k -> 7500, 16k -> 15500, 32k -> 31500)."""
+    return cfg.max_length or ctx.max_positions * 1000 // 1024 - cfg.reserve_tokens
+
+
+def chat_prompt(tokenizer, text: str) -> list[int]:
+    """``text`` as the user turn of the tokenizer's chat template, ready for the answer."""
+    wrapped = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    return list(tokenizer(wrapped, add_special_tokens=False)["input_ids"])
+
+
+def prompt_ids(task: LongBenchTask, tokenizer, prompt: str, budget: int, chat: bool) -> list[int]:
+    """Token ids of a prompt cut to ``budget`` in the middle; with ``chat`` (and a task the official
+    code wraps), the cut text is then wrapped in the chat template, as the official pred.py does."""
+    if not (chat and task.name not in NO_CHAT_TEMPLATE):
+        return middle_truncate(list(tokenizer(prompt, add_special_tokens=True)["input_ids"]), budget)
+    ids = middle_truncate(list(tokenizer(prompt, add_special_tokens=False)["input_ids"]), budget)
+    return chat_prompt(tokenizer, tokenizer.decode(ids))
 
 
 def build_samples(
-    records: Iterable[Mapping[str, Any]], task: LongBenchTask, tokenizer, budget: int
+    records: Iterable[Mapping[str, Any]], task: LongBenchTask, tokenizer, budget: int, chat: bool = False
 ) -> list[LongBenchSample]:
     samples = []
     for i, record in enumerate(records):
         prompt = task.prompt.format(context=record["context"], input=record["input"])
-        ids = middle_truncate(list(tokenizer(prompt, add_special_tokens=True)["input_ids"]), budget)
+        ids = prompt_ids(task, tokenizer, prompt, budget, chat)
         samples.append(
             LongBenchSample(
                 task.name,
@@ -147,54 +196,46 @@ def build_samples(
     return samples
 
 
-def prepare_longbench(cfg: LongBenchConfig, tokenizer, ctx: EvalContext) -> dict[str, list[LongBenchSample]]:
-    """Read, validate and tokenize every dataset before the model is loaded."""
+def needs_model(cfg: LongBenchConfig) -> bool:
+    return cfg.predictions_dir is None
+
+
+def prepare_longbench(cfg: LongBenchConfig, tokenizer, ctx: EvalContext | None) -> dict[str, list]:
+    """Read, validate and tokenize every dataset before the model is loaded; when re-scoring,
+    read and validate the prediction files instead (no tokenizer, no model)."""
+    if cfg.predictions_dir is not None:
+        return read_predictions(cfg.predictions_dir, cfg.datasets)
     if cfg.max_length is not None:
         check_length("eval.longbench_e.max_length", cfg.max_length, ctx)
+    budget = prompt_budget(cfg, ctx)
+    if budget < 1:
+        raise ConfigError(
+            "eval.longbench_e.reserve_tokens",
+            f"leaves no prompt budget ({budget}) for a context of {ctx.max_positions}; lower it or set max_length",
+        )
+    if cfg.chat_template and getattr(tokenizer, "chat_template", None) is None:
+        raise ConfigError("eval.longbench_e.chat_template", "the tokenizer has no chat template")
     prepared = {}
     for name in cfg.datasets:
         task = TASKS[name]
-        budget = prompt_budget(cfg, task, ctx)
-        if budget < 1:
-            raise ConfigError("eval.longbench_e.max_new_tokens", f"leaves no room for the prompt of {name}")
+        if budget + new_tokens(cfg, task) > ctx.max_positions and not ctx.allow_beyond_max_position:
+            check_length("eval.longbench_e.max_length", budget + new_tokens(cfg, task), ctx)
         records = read_local(cfg.data_dir, name) if cfg.data_dir else read_hub(name)
-        prepared[name] = build_samples(records[: cfg.max_samples], task, tokenizer, budget)
+        prepared[name] = build_samples(records[: cfg.max_samples], task, tokenizer, budget, cfg.chat_template)
     return prepared
 
 
-def postprocess(task: LongBenchTask, prediction: str) -> str:
-    return prediction.lstrip("\n").split("\n")[0] if task.first_line_only else prediction
-
-
-def bucket_scores(scored: Iterable[tuple[int, float]]) -> dict[str, float]:
-    """Mean score x 100 per length bucket (NaN for an empty bucket) and ``avg`` over the
-    non-empty buckets, from (length, score in [0, 1]) pairs."""
-    by_bucket: dict[str, list[float]] = {b: [] for b in BUCKETS}
-    for length, score in scored:
-        by_bucket[length_bucket(length)].append(score)
-    row = {b: 100.0 * mean(v) if v else float("nan") for b, v in by_bucket.items()}
-    row["avg"] = mean([v for v in row.values() if v == v])
-    return row
-
-
-def summarize(per_dataset: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """The paper's row: each bucket averaged over datasets, and the mean of those."""
-    row = {}
-    for bucket in BUCKETS:
-        values = [scores[bucket] for scores in per_dataset.values() if scores[bucket] == scores[bucket]]
-        row[bucket] = mean(values) if values else float("nan")
-    row["avg"] = mean([v for v in row.values() if v == v])
-    return row
-
-
 def run_longbench(
-    model, tokenizer, cfg: LongBenchConfig, prepared: Mapping[str, list[LongBenchSample]], ctx: EvalContext
+    model, tokenizer, cfg: LongBenchConfig, prepared: Mapping[str, list], ctx: EvalContext | None
 ) -> BenchmarkResult:
+    """Generate (or take the saved predictions) and score; the same result either way."""
+    if cfg.predictions_dir is not None:
+        return score_predictions(cfg, prepared)
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
-    per_dataset, records = {}, []
+    predictions: dict[str, list[Prediction]] = {}
     for name, samples in prepared.items():
         task = TASKS[name]
-        predictions = greedy_generate(
+        texts = greedy_generate(
             model,
             tokenizer,
             [s.input_ids for s in samples],
@@ -205,30 +246,72 @@ def run_longbench(
             desc=name,
             progress=ctx.progress,
         )
+        predictions[name] = [
+            Prediction(
+                text, s.answers, s.all_classes, s.length, {"_id": s.id, "prompt_tokens": len(s.input_ids)}
+            )
+            for s, text in zip(samples, texts, strict=True)
+        ]
+    return score_predictions(cfg, predictions)
+
+
+def score_predictions(cfg: LongBenchConfig, predictions: Mapping[str, list[Prediction]]) -> BenchmarkResult:
+    """Scores per dataset x bucket, per category and both averages; the official result.json and
+    prediction files go to ``longbench_e/`` (re-scorable with ``predictions_dir`` or the official
+    ``eval.py``)."""
+    per_dataset, records, files = {}, [], {}
+    for name, rows in predictions.items():
+        task = TASKS[name]
         scored = []
-        for sample, raw in zip(samples, predictions, strict=True):
-            score = score_sample(task.metric, postprocess(task, raw), sample.answers, sample.all_classes)
-            scored.append((sample.length, score))
+        for row in rows:
+            value = score(task, row, cfg.classification_fix)
+            scored.append((row.length, value))
             records.append(
                 {
                     "dataset": name,
-                    "_id": sample.id,
-                    "length": sample.length,
-                    "bucket": length_bucket(sample.length),
-                    "prompt_tokens": len(sample.input_ids),
-                    "prediction": raw,
-                    "answers": sample.answers,
-                    "score": score,
+                    **row.extra,
+                    "length": row.length,
+                    "bucket": length_bucket(row.length),
+                    "prediction": row.pred,
+                    "answers": row.answers,
+                    "score": value,
                 }
             )
-        per_dataset[name] = {**bucket_scores(scored), "samples": len(samples)}
-    summary = summarize(per_dataset)
-    header = ["dataset", "metric", *BUCKETS, "avg", "samples"]
-    rows = [
-        [n, TASKS[n].metric, *(s[c] for c in (*BUCKETS, "avg")), s["samples"]] for n, s in per_dataset.items()
-    ]
-    rows.append(["**LongBench-E**", "", *summary.values(), sum(s["samples"] for s in per_dataset.values())])
-    markdown = "Scores (x100) by input length (the dataset's `length` field):\n\n" + markdown_table(
-        header, rows
+        per_dataset[name] = {**bucket_scores(scored), "samples": len(rows)}
+        files[f"longbench_e/{prediction_file(name)}"] = dump_predictions(rows)
+    groups = aggregate(per_dataset)
+    headline = AVERAGES[cfg.average]
+    summary = groups["averages"][headline]
+    result_json = official_result(per_dataset)
+    files["longbench_e/result.json"] = json.dumps(result_json, indent=4, ensure_ascii=False) + "\n"
+    details = {
+        "datasets": per_dataset,
+        "categories": groups["categories"],
+        "averages": groups["averages"],
+        "summary_is": headline,
+        "result_json": result_json,
+        "classification": "fixed" if cfg.classification_fix else "official",
+        "rescored_from": cfg.predictions_dir,
+    }
+    return BenchmarkResult(
+        "longbench_e", summary, details, records, _markdown(cfg, per_dataset, groups), files
     )
-    return BenchmarkResult("longbench_e", summary, {"datasets": per_dataset}, records, markdown)
+
+
+def _markdown(cfg: LongBenchConfig, per_dataset, groups) -> str:
+    columns = (*BUCKETS, "avg")
+    header = ["dataset", "metric", *columns, "samples"]
+    rows = [
+        [n, metric_of(TASKS[n], cfg.classification_fix), *(s[c] for c in columns), s["samples"]]
+        for n, s in per_dataset.items()
+    ]
+    for label, row in groups["averages"].items():
+        rows.append([f"**{label}**", "", *(row[c] for c in columns), ""])
+    text = "Scores (x100) by input length (the dataset's `length` field); avg = mean of the buckets:\n\n"
+    text += markdown_table(header, rows)
+    text += "\n\nBy category (each the mean of its datasets):\n\n"
+    text += markdown_table(
+        ["category", *columns], [[c, *(r[k] for k in columns)] for c, r in groups["categories"].items()]
+    )
+    text += f"\n\nHeadline: {AVERAGES[cfg.average]}."
+    return text

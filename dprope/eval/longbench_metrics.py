@@ -2,16 +2,22 @@
 all_classes) -> score in [0, 1]``; a sample scores the best over its reference answers.
 
 - ``qa_f1``: token-level F1 after SQuAD normalisation (lower case, no punctuation, no articles).
-- ``rouge_l``: ROUGE-L F-measure from the ``rouge-score`` package (its tokenizer lower-cases
-  and keeps alphanumeric runs; the official code uses the ``rouge`` package, whose tokenization
-  differs slightly, so summaries can score a little differently).
+- ``rouge_l``: ROUGE-L F of the ``rouge`` package (1.0.1, the one the official requirements
+  install): sentences split on ".", union-LCS over whitespace tokens, case and punctuation
+  kept. Any exception of that package scores 0, as the official bare ``except`` does: an empty
+  prediction (ValueError) and a long one whose recursive LCS exceeds Python's recursion limit
+  (RecursionError) both score 0.
 - ``classification``: the classes named in the prediction, minus those that are only a part of
-  the reference class; 1/k if the reference is among the k left, else 0.
+  the reference class; 1/k if the reference is among the k left, else 0. The official code
+  removes from the list it is iterating over, so the class right after a removed one escapes
+  removal; that is reproduced by default (`classification`), and `classification_fixed` removes
+  every such class (``eval.longbench_e.classification_fix=true``).
 - ``retrieval``: the share of the numbers in the prediction that equal the reference paragraph's.
 - ``count``: the share of the numbers in the prediction that equal the reference count.
 - ``code_sim``: the first generated line that is not a comment or code fence, compared with the
-  reference by ``rapidfuzz.fuzz.ratio`` / 100 (normalised Indel similarity; the official code
-  uses fuzzywuzzy, which rounds the same ratio to an integer).
+  reference by ``fuzzywuzzy.fuzz.ratio`` / 100: difflib's SequenceMatcher ratio, rounded to an
+  integer percentage, 0 when either string is empty (fuzzywuzzy 0.18 without python-Levenshtein,
+  as the official requirements install it).
 """
 
 from __future__ import annotations
@@ -42,19 +48,38 @@ def qa_f1(prediction: str, ground_truth: str, all_classes: Sequence[str] = ()) -
 
 
 @lru_cache(maxsize=1)
-def _rouge_scorer():
-    from rouge_score import rouge_scorer
+def _rouge():
+    from rouge import Rouge
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return Rouge(metrics=["rouge-l"])
 
 
 def rouge_l(prediction: str, ground_truth: str, all_classes: Sequence[str] = ()) -> float:
-    return _rouge_scorer().score(ground_truth, prediction)["rougeL"].fmeasure
+    try:
+        return float(_rouge().get_scores([prediction], [ground_truth], avg=True)["rouge-l"]["f"])
+    except Exception:  # noqa: BLE001 - the official scorer gives 0 on any failure (RecursionError included)
+        return 0.0
+
+
+def _is_part_of_reference(name: str, ground_truth: str) -> bool:
+    return name in ground_truth and name != ground_truth
 
 
 def classification(prediction: str, ground_truth: str, all_classes: Sequence[str] = ()) -> float:
+    """Official behaviour: a removal while iterating shifts the list, so the candidate that
+    follows a removed one is never examined (and stays)."""
     named = [c for c in all_classes if c in prediction]
-    named = [c for c in named if not (c in ground_truth and c != ground_truth)]
+    i = 0
+    while i < len(named):
+        if _is_part_of_reference(named[i], ground_truth):
+            named.remove(named[i])  # list.remove: the first equal item, as the official loop
+        i += 1
+    return 1.0 / len(named) if ground_truth in named else 0.0
+
+
+def classification_fixed(prediction: str, ground_truth: str, all_classes: Sequence[str] = ()) -> float:
+    """Every class that is only a part of the reference is removed."""
+    named = [c for c in all_classes if c in prediction and not _is_part_of_reference(c, ground_truth)]
     return 1.0 / len(named) if ground_truth in named else 0.0
 
 
@@ -79,16 +104,25 @@ def first_code_line(prediction: str) -> str:
     return ""
 
 
-def code_sim(prediction: str, ground_truth: str, all_classes: Sequence[str] = ()) -> float:
-    from rapidfuzz import fuzz
+@lru_cache(maxsize=1)
+def _fuzz():
+    import warnings
 
-    return fuzz.ratio(first_code_line(prediction), ground_truth) / 100.0
+    with warnings.catch_warnings():  # "using slow pure-python SequenceMatcher": that is the official path
+        warnings.simplefilter("ignore")
+        from fuzzywuzzy import fuzz
+    return fuzz
+
+
+def code_sim(prediction: str, ground_truth: str, all_classes: Sequence[str] = ()) -> float:
+    return _fuzz().ratio(first_code_line(prediction), ground_truth) / 100.0
 
 
 METRICS: dict[str, Metric] = {
     "qa_f1": qa_f1,
     "rouge_l": rouge_l,
     "classification": classification,
+    "classification_fixed": classification_fixed,
     "retrieval": retrieval,
     "count": count,
     "code_sim": code_sim,

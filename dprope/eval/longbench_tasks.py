@@ -131,3 +131,22 @@ def length_bucket(length: int) -> str:
     if length < 8000:
         return "4-8k"
     return "8k+"
+
+
+# The task categories of the official README's tables, in its column order.
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "Single-Doc QA": ("qasper_e", "multifieldqa_en_e"),
+    "Multi-Doc QA": ("hotpotqa_e", "2wikimqa_e"),
+    "Summarization": ("gov_report_e", "multi_news_e"),
+    "Few-shot Learning": ("trec_e", "triviaqa_e", "samsum_e"),
+    "Code Completion": ("lcc_e", "repobench-p_e"),
+    "Synthetic Tasks": ("passage_count_e", "passage_retrieval_en_e"),
+}
+
+# Few-shot and code tasks: the official prediction script never wraps them in a chat template.
+NO_CHAT_TEMPLATE = ("trec_e", "triviaqa_e", "samsum_e", "lcc_e", "repobench-p_e")
+
+
+def official_name(dataset: str) -> str:
+    """The file stem of the official prediction and result files: ``gov_report_e`` -> ``gov_report``."""
+    return dataset.removesuffix("_e")

@@ -72,6 +72,11 @@ def write_results(report: EvalReport, output_dir: Path) -> list[Path]:
             path.parent.mkdir(exist_ok=True)
             path.write_text("".join(json.dumps(_finite(s)) + "\n" for s in result.samples))
             paths.append(path)
+        for relative, text in result.files.items():
+            path = output_dir / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            paths.append(path)
     return paths
 
 

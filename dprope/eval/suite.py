@@ -14,7 +14,7 @@ from typing import Any
 
 from dprope.config import ConfigError, from_mapping
 from dprope.eval.common import BenchmarkResult, EvalContext
-from dprope.eval.longbench import LongBenchConfig, prepare_longbench, run_longbench
+from dprope.eval.longbench import LongBenchConfig, needs_model, prepare_longbench, run_longbench
 from dprope.eval.open_llm import OpenLLMConfig, prepare_open_llm, run_open_llm
 from dprope.eval.passkey import PasskeyConfig, prepare_passkey, run_passkey
 from dprope.eval.perplexity import PerplexityConfig, prepare_perplexity, run_perplexity
@@ -48,6 +48,7 @@ class Benchmark:
     run: Callable[
         [Any, Any, Any, Any, EvalContext], BenchmarkResult
     ]  # (model, tokenizer, config, prepared, ctx)
+    needs_model: Callable[[Any], bool] = lambda cfg: True  # False: scores saved predictions, no model
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -58,7 +59,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         lambda m, tok, cfg, docs, ctx: run_perplexity(m, cfg, docs, ctx),
     ),
     "longbench_e": Benchmark(
-        LongBenchConfig, lambda cfg, i: prepare_longbench(cfg, i.tokenizer, i.ctx), run_longbench
+        LongBenchConfig, lambda cfg, i: prepare_longbench(cfg, i.tokenizer, i.ctx), run_longbench, needs_model
     ),
     "ruler": Benchmark(RulerConfig, lambda cfg, i: prepare_ruler(cfg, i.tokenizer, i.ctx), run_ruler),
     "open_llm": Benchmark(OpenLLMConfig, lambda cfg, i: prepare_open_llm(cfg, i.ctx), run_open_llm),
@@ -112,9 +113,17 @@ class EvalReport:
 
 
 def run_suite(
-    model_cfg, settings: EvalConfig, data_cfg=None, on_result: Callable[[EvalReport], None] | None = None
+    model_cfg,
+    settings: EvalConfig,
+    data_cfg=None,
+    on_result: Callable[[EvalReport], None] | None = None,
+    rope=None,
 ) -> EvalReport:
-    """Run ``settings.tasks`` on ``model_cfg.pretrained``; ``on_result`` sees the report after each benchmark."""
+    """Run ``settings.tasks`` on ``model_cfg.pretrained``; ``on_result`` sees the report after each benchmark.
+
+    ``rope`` (a `RopeConfig`) applies that strategy to the checkpoint at load time, without
+    fine-tuning (`dprope.eval.loading.apply_strategy`).
+    """
     import torch
 
     from dprope.eval.loading import (
@@ -125,7 +134,9 @@ def run_suite(
         resolve_device,
     )
 
-    checkpoint = resolve_checkpoint(model_cfg)
+    if not any(BENCHMARKS[n].needs_model(getattr(settings, n)) for n in settings.tasks):
+        return _rescore(model_cfg, settings, on_result)
+    checkpoint = resolve_checkpoint(model_cfg, rope)
     tokenizer = load_eval_tokenizer(checkpoint)
     ctx = EvalContext(
         checkpoint.max_positions,
@@ -158,6 +169,33 @@ def run_suite(
         benchmark = BENCHMARKS[name]
         report.benchmarks[name] = benchmark.run(
             model, tokenizer, getattr(settings, name), prepared.pop(name), ctx
+        )
+        if on_result is not None:
+            on_result(report)
+    return report
+
+
+def _rescore(model_cfg, settings: EvalConfig, on_result) -> EvalReport:
+    """Every selected benchmark scores saved predictions: no checkpoint, tokenizer or model."""
+    prepared = {
+        name: BENCHMARKS[name].prepare(getattr(settings, name), Inputs(None, None)) for name in settings.tasks
+    }
+    report = EvalReport(
+        model={
+            "name": model_cfg.name,
+            "pretrained": None,
+            "tokenizer": None,
+            "max_position_embeddings": None,
+            "device": None,
+            "dtype": None,
+            "attn_implementation": None,
+            "rescored": True,
+        },
+        settings=asdict(settings),
+    )
+    for name in settings.tasks:
+        report.benchmarks[name] = BENCHMARKS[name].run(
+            None, None, getattr(settings, name), prepared.pop(name), None
         )
         if on_result is not None:
             on_result(report)

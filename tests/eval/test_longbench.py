@@ -9,14 +9,7 @@ import pytest
 
 from dprope.config import ConfigError
 from dprope.eval.common import EvalContext
-from dprope.eval.longbench import (
-    LongBenchConfig,
-    bucket_scores,
-    middle_truncate,
-    prepare_longbench,
-    read_local,
-    summarize,
-)
+from dprope.eval.longbench import LongBenchConfig, middle_truncate, prepare_longbench, read_local
 from dprope.eval.longbench_metrics import (
     classification,
     code_sim,
@@ -27,6 +20,7 @@ from dprope.eval.longbench_metrics import (
     rouge_l,
     score_sample,
 )
+from dprope.eval.longbench_scoring import bucket_scores, macro
 from dprope.eval.longbench_tasks import TASKS, length_bucket
 
 
@@ -60,9 +54,8 @@ def test_qa_f1_by_hand():
 
 
 def test_rouge_l_by_hand():
-    # LCS of "the cat sat on the mat" / "the cat is on the mat" = "the cat on the mat" (5 of 6 each)
-    assert rouge_l("the cat sat on the mat", "the cat is on the mat") == pytest.approx(5 / 6)
-    assert rouge_l("The Cat", "the cat") == pytest.approx(1.0)  # rouge-score lower-cases
+    assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert rouge_l("The Cat", "the cat") == 0.0  # the official `rouge` package keeps case
     assert rouge_l("dog", "the cat") == 0.0
 
 
@@ -87,7 +80,7 @@ def test_retrieval_and_count_by_hand():
 def test_code_sim_by_hand():
     # the first line without a comment or a code fence is compared
     assert code_sim("```python\n# add them\nx = add(1, 2)\n", "x = add(1, 2)") == 1.0
-    # Indel similarity: "abcd" vs "abce" = 1 - 2/8
+    # difflib ratio: 2 x 3 matching characters / 8 = 0.75, an integer percentage
     assert code_sim("abcd", "abce") == pytest.approx(0.75)
 
 
@@ -113,12 +106,17 @@ def test_buckets_by_the_length_field():
         "8k+",
         "8k+",
     ]
-    row = bucket_scores([(100, 1.0), (200, 0.0), (5000, 0.5), (9000, 1.0)])
-    assert row == {"0-4k": 50.0, "4-8k": 50.0, "8k+": 100.0, "avg": pytest.approx(200 / 3)}
+    row = bucket_scores([(100, 1.0), (200, 0.0), (5000, 0.5), (9000, 1.0), (9500, 0.0), (9900, 0.0)])
+    assert row == {
+        "0-4k": 50.0,
+        "4-8k": 50.0,
+        "8k+": 33.33,
+        "avg": pytest.approx(133.33 / 3),
+    }  # rounded as official
     empty = bucket_scores([(100, 1.0)])
     assert empty["4-8k"] != empty["4-8k"] and empty["avg"] == 100.0  # NaN bucket left out of avg
-    table = summarize({"a": row, "b": {"0-4k": 0.0, "4-8k": float("nan"), "8k+": 50.0, "avg": 25.0}})
-    assert table == {"0-4k": 25.0, "4-8k": 50.0, "8k+": 75.0, "avg": 50.0}
+    table = macro([row, {"0-4k": 0.0, "4-8k": float("nan"), "8k+": 50.0, "avg": 25.0}])
+    assert table == pytest.approx({"0-4k": 25.0, "4-8k": 50.0, "8k+": 41.665, "avg": (25 + 50 + 41.665) / 3})
 
 
 def test_prompts_are_filled_and_truncated_to_the_budget(longbench_dir, byte_tokenizer):
@@ -129,9 +127,12 @@ def test_prompts_are_filled_and_truncated_to_the_budget(longbench_dir, byte_toke
     text = byte_tokenizer.decode(prepared["hotpotqa_e"][0].input_ids, skip_special_tokens=True)
     assert text.startswith("Answer the question based on the given passages.") and text.endswith("Answer:")
     default = prepare_longbench(
-        LongBenchConfig(datasets=["lcc_e"], data_dir=str(longbench_dir)), byte_tokenizer, EvalContext(300)
+        LongBenchConfig(datasets=["hotpotqa_e"], data_dir=str(longbench_dir)),
+        byte_tokenizer,
+        EvalContext(600),
     )
-    assert max(len(s.input_ids) for s in default["lcc_e"]) <= 300 - 64  # room for the official 64 new tokens
+    # official rule: 1000 tokens per 1024 of context, minus 500: 600 * 1000 // 1024 - 500 = 85
+    assert {len(s.input_ids) for s in default["hotpotqa_e"]} == {85}
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,9 @@ def test_missing_file_and_unknown_dataset(tmp_path):
         LongBenchConfig(datasets=["qasper_e", "narrativeqa"])
 
 
-def test_end_to_end_all_datasets_on_the_tiny_model(tiny_eval_model, longbench_dir):
+def test_end_to_end_all_datasets_on_the_tiny_model_and_rescoring_gives_the_same(
+    tiny_eval_model, longbench_dir, tmp_path
+):
     from dprope.eval.suite import EvalConfig, run_suite
 
     settings = EvalConfig(
@@ -172,5 +175,26 @@ def test_end_to_end_all_datasets_on_the_tiny_model(tiny_eval_model, longbench_di
     assert len(result.samples) == 3 * 13
     assert {s["bucket"] for s in result.samples} == {"0-4k", "4-8k", "8k+"}
     assert all(0.0 <= s["score"] <= 1.0 for s in result.samples)
-    assert "| **LongBench-E** |" in result.markdown
+    assert (
+        "| **macro over categories** |" in result.markdown
+        and "| **macro over datasets** |" in result.markdown
+    )
     json.dumps(result.samples)
+
+    # the official files written by the run, re-scored without a model: the same result
+    for relative, text in result.files.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    assert (tmp_path / "longbench_e" / "gov_report.jsonl").is_file()
+    rescore = EvalConfig(
+        tasks=["longbench_e"], longbench_e=LongBenchConfig(predictions_dir=str(tmp_path / "longbench_e"))
+    )
+    model = tiny_eval_model.__class__(
+        name="tiny", pretrained="/no/such/model", tokenizer="byte"
+    )  # never read
+    again = run_suite(model, rescore).benchmarks["longbench_e"]
+    assert again.summary == result.summary and again.samples == result.samples
+    assert {k: v for k, v in again.details.items() if k != "rescored_from"} == {
+        k: v for k, v in result.details.items() if k != "rescored_from"
+    }
+    assert again.files == result.files
