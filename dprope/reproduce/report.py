@@ -104,8 +104,21 @@ def _times(records: dict[str, dict[str, Any]]) -> dict[str, float]:
     return groups
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (tokenizer workers)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def render(
-    repro: Reproduction, results: dict[str, Any], records: dict, wall_s: float, num_stages: int
+    repro: Reproduction,
+    results: dict[str, Any],
+    records: dict,
+    wall_s: float,
+    num_stages: int,
+    cpu_s: float | None = None,
 ) -> str:
     cfg, model = repro.reproduce, repro.model
     pre, ft = cfg.pretrain, cfg.finetune
@@ -169,6 +182,7 @@ def render(
         *[f"| {labels.get(k, k)} | {v:.0f} |" for k, v in times.items()],
         f"| all stages (sum of their last runs) | {sum(times.values()):.0f} |",
         f"| this invocation (skipped stages cost nothing) | {wall_s:.0f} |",
+        *([f"| this invocation, CPU time (user + system) | {cpu_s:.0f} |"] if cpu_s is not None else []),
         "",
         "Figures: `ppl_by_length.png`, `loss_by_position.png` (L marked), `disturbance_vs_perplexity.png`; "
         "the disturbance table in full: `analysis/table.txt`.",
@@ -198,8 +212,9 @@ def write_report(
             "lengths": repro.lengths,
             "stage_seconds": {name: r["elapsed_s"] for name, r in records.items()},
             "wall_s": wall_s,
+            "cpu_s": cpu_seconds(),
         },
     )
     path = root / "report.md"
-    path.write_text(render(repro, results, records, wall_s, num_stages))
+    path.write_text(render(repro, results, records, wall_s, num_stages, cpu_seconds()))
     return path
