@@ -26,6 +26,7 @@ class EvalContext:
     batch_size: int = 1  # sequences per forward pass / generate call
     seed: int = 42  # seed of every random choice (keys, needles, words)
     progress: bool = True  # tqdm progress bars on stderr
+    original_length: int | None = None  # the pre-training context L the checkpoint's RoPE scaling starts from
 
 
 @dataclass

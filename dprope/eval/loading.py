@@ -44,6 +44,17 @@ class Checkpoint:
     def max_positions(self) -> int:
         return int(self.hf_config.max_position_embeddings)
 
+    @property
+    def original_length(self) -> int:
+        """The pre-training context L: the scaling's original_max_position_embeddings (for PI,
+        max_position_embeddings / factor), else max_position_embeddings (a base model)."""
+        params = getattr(self.hf_config, "rope_parameters", None) or {}
+        if params.get("original_max_position_embeddings"):
+            return int(params["original_max_position_embeddings"])
+        if params.get("rope_type") == "linear" and params.get("factor"):  # PI exports no original length
+            return int(round(self.max_positions / float(params["factor"])))
+        return self.max_positions
+
 
 def resolve_checkpoint(model: ModelConfig, rope: RopeConfig | None = None) -> Checkpoint:
     """Validate ``model.pretrained`` and read the checkpoint's config (no weights); with ``rope``,

@@ -17,7 +17,7 @@ from dprope.eval.common import BenchmarkResult, EvalContext
 from dprope.eval.longbench import LongBenchConfig, needs_model, prepare_longbench, run_longbench
 from dprope.eval.open_llm import OpenLLMConfig, prepare_open_llm, run_open_llm
 from dprope.eval.passkey import PasskeyConfig, prepare_passkey, run_passkey
-from dprope.eval.perplexity import PerplexityConfig, prepare_perplexity, run_perplexity
+from dprope.eval.perplexity import PerplexityConfig, prepare_perplexity, resolve_lengths, run_perplexity
 from dprope.eval.ruler import RulerConfig, prepare_ruler, run_ruler
 
 
@@ -37,8 +37,10 @@ def _perplexity_documents(cfg: PerplexityConfig, inputs: Inputs):
         )
     from dprope.data import eval_documents
 
-    docs = eval_documents(inputs.data, inputs.tokenizer, cfg.split, cfg.min_tokens, cfg.max_documents)
-    return prepare_perplexity(cfg, docs, inputs.ctx)
+    lengths, _ = resolve_lengths(cfg, inputs.ctx)  # length errors before any document is read
+    min_tokens = max(lengths) if cfg.min_document_tokens is None else cfg.min_document_tokens
+    docs = eval_documents(inputs.data, inputs.tokenizer, cfg.split, min_tokens, cfg.max_documents)
+    return prepare_perplexity(cfg, docs, inputs.ctx, inputs.tokenizer.bos_token_id)
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ def run_suite(
         settings.batch_size,
         settings.seed,
         settings.progress,
+        checkpoint.original_length,
     )
     inputs = Inputs(tokenizer, ctx, data_cfg)
     prepared = {name: BENCHMARKS[name].prepare(getattr(settings, name), inputs) for name in settings.tasks}

@@ -198,3 +198,37 @@ def test_end_to_end_all_datasets_on_the_tiny_model_and_rescoring_gives_the_same(
         k: v for k, v in result.details.items() if k != "rescored_from"
     }
     assert again.files == result.files
+
+
+def test_budget_reproduces_the_official_model2maxlen_table():
+    from dprope.eval.longbench import prompt_budget
+
+    # config/model2maxlen.json: llama2-7b-chat-4k 3500, xgen-7b-8k 7500, vicuna-v1.5-7b-16k 15500, longchat 32k 31500
+    table = {4096: 3500, 8192: 7500, 16384: 15500, 32768: 31500}
+    assert {n: prompt_budget(LongBenchConfig(), EvalContext(n)) for n in table} == table
+    assert prompt_budget(LongBenchConfig(reserve_tokens=100), EvalContext(4096)) == 3900
+    assert prompt_budget(LongBenchConfig(max_length=1234), EvalContext(4096)) == 1234
+
+
+def test_chat_template_wraps_the_cut_prompt_but_not_few_shot_or_code(longbench_dir, byte_tokenizer):
+    import copy
+
+    tokenizer = copy.deepcopy(byte_tokenizer)
+    with pytest.raises(
+        ConfigError, match="eval.longbench_e.chat_template: the tokenizer has no chat template"
+    ):
+        prepare_longbench(
+            LongBenchConfig(datasets=["trec_e"], data_dir=str(longbench_dir), chat_template=True),
+            tokenizer,
+            EvalContext(1024),
+        )
+    tokenizer.chat_template = "[INST]{{ messages[0]['content'] }}[/INST]"  # the official llama2 wrapping
+    cfg = LongBenchConfig(datasets=["hotpotqa_e", "trec_e"], data_dir=str(longbench_dir), chat_template=True)
+    prepared = prepare_longbench(cfg, tokenizer, EvalContext(1024))
+    chat = tokenizer.decode(prepared["hotpotqa_e"][0].input_ids)
+    assert chat.startswith("[INST]Answer the question") and chat.endswith("Answer:[/INST]")
+    assert "[INST]" not in tokenizer.decode(prepared["trec_e"][0].input_ids)
+    plain = prepare_longbench(
+        LongBenchConfig(datasets=["hotpotqa_e"], data_dir=str(longbench_dir)), tokenizer, EvalContext(1024)
+    )
+    assert "[INST]" not in tokenizer.decode(plain["hotpotqa_e"][0].input_ids)  # off by default

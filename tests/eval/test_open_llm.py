@@ -51,13 +51,35 @@ def task_dir(tmp_path_factory):
     return path
 
 
-def test_leaderboard_defaults():
-    assert [(t.name, t.num_fewshot, t.metric) for t in OpenLLMConfig().tasks] == [
-        ("truthfulqa_mc2", 0, "acc"),
-        ("hellaswag", 0, "acc_norm"),
-        ("mmlu", 5, "acc"),
-        ("arc_challenge", 25, "acc_norm"),
+def test_paper_settings_by_default():
+    assert [(t.name, t.num_fewshot, t.metric, t.subtask_mean) for t in OpenLLMConfig().tasks] == [
+        ("truthfulqa_mc2", 0, "acc", False),
+        ("hellaswag", 0, "acc_norm", False),  # the paper's 0-shot, not the leaderboard's 10
+        ("mmlu", 5, "acc", True),
+        ("arc_challenge", 25, "acc_norm", False),
     ]
+    assert OpenLLMConfig().fewshot_seed == 1234  # lm-eval's default
+
+
+def test_subtask_mean_is_unweighted_over_the_leaves():
+    from dprope.eval.open_llm import LmEvalTask, task_score
+
+    # lm-eval's group score weighs subjects by size: (0.5 x 100 + 1.0 x 300) / 400 = 0.875
+    results = {
+        "results": {
+            "mmlu": {"acc,none": 0.875, "acc_stderr,none": 0.01},
+            "mmlu_stem": {"acc,none": 0.75},
+            "mmlu_algebra": {"acc,none": 0.5},
+            "mmlu_physics": {"acc,none": 1.0},
+            "mmlu_law": {"acc,none": 1.0},
+        },
+        "group_subtasks": {"mmlu": ["mmlu_stem", "mmlu_law"], "mmlu_stem": ["mmlu_algebra", "mmlu_physics"]},
+    }
+    assert task_score(results, LmEvalTask("mmlu", 5, "acc", subtask_mean=True), 0) == (
+        pytest.approx(250 / 3),
+        None,
+    )
+    assert task_score(results, LmEvalTask("mmlu", 5, "acc"), 0) == (pytest.approx(87.5), pytest.approx(1.0))
 
 
 def test_unknown_task_and_missing_metric_name_the_field(task_dir):

@@ -1,5 +1,6 @@
-"""Sliding-window perplexity: window accounting, a hand-computed value, parity with the model's
-own loss, and an end-to-end run over local files through the data module."""
+"""Perplexity: window accounting, a hand-computed value, parity with the model's own loss and
+with the YaRN repository's `compute_perplexity`, both aggregations and modes, default lengths,
+and an end-to-end run over local files through the data module."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from dprope.config import ConfigError
 from dprope.eval.common import EvalContext
 from dprope.eval.perplexity import (
     PerplexityConfig,
+    default_lengths,
     document_nll,
+    document_windows,
     perplexity,
     plan_windows,
     prepare_perplexity,
@@ -81,11 +84,20 @@ def test_one_window_equals_the_models_own_loss(tiny_model_dir):
 
 
 def test_short_documents_are_skipped_and_lengths_checked():
-    cfg = PerplexityConfig(lengths=[64, 128], stride=16, max_documents=None)
-    docs = prepare_perplexity(
+    cfg = PerplexityConfig(lengths=[64, 128], stride=16, max_documents=None, bos_every_window=False)
+    data = prepare_perplexity(
         cfg, [list(range(200)), list(range(100)), list(range(128))], EvalContext(max_positions=256)
     )
-    assert [len(d) for d in docs] == [200, 128]  # min_document_tokens defaults to max(lengths)
+    assert [len(d) for d in data.documents] == [200, 128]  # min_document_tokens defaults to max(lengths)
+    # a BOS before every window: the documents' own leading BOS (id 0 here) is dropped
+    with_bos = prepare_perplexity(
+        PerplexityConfig(lengths=[64], stride=16), [list(range(100))], EvalContext(256), 0
+    )
+    assert with_bos.documents == [list(range(1, 100))] and with_bos.bos == 0
+    with pytest.raises(ConfigError, match="eval.perplexity.bos_every_window: the tokenizer has no BOS"):
+        prepare_perplexity(
+            PerplexityConfig(lengths=[64], stride=16), [list(range(100))], EvalContext(256), None
+        )
     with pytest.raises(ConfigError, match="eval.perplexity.min_document_tokens"):
         prepare_perplexity(cfg, [list(range(10))], EvalContext(max_positions=256))
     with pytest.raises(ConfigError, match="eval.perplexity.lengths: 128 exceeds"):
@@ -93,7 +105,15 @@ def test_short_documents_are_skipped_and_lengths_checked():
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("lengths", [1]), ("stride", 0), ("stride", 64), ("max_documents", 0)]
+    ("field", "value"),
+    [
+        ("lengths", [1]),
+        ("stride", 0),
+        ("stride", 64),
+        ("max_documents", 0),
+        ("mode", "full"),
+        ("aggregate", "doc"),
+    ],
 )
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ConfigError, match=f"^{field}"):
@@ -123,6 +143,83 @@ def test_end_to_end_on_local_files_through_the_data_module(tiny_eval_model, text
     assert result.details["documents"] == 2  # the 10-word document is shorter than 256 tokens
     for length in ("128", "256"):
         row = result.details["by_length"][length]
-        assert row["tokens"] == sum(n - 1 for n in result.details["document_tokens"])
-        assert result.summary[length] == pytest.approx(math.exp(row["nll"] / row["tokens"]))
+        # a BOS before every window: every document token is scored, the first from the BOS alone
+        assert row["tokens"] == sum(result.details["document_tokens"])
+        assert result.summary[length] == pytest.approx(math.exp(row["mean_window_nll"]))  # YaRN's mean
         assert 1.0 < result.summary[length] < 400.0  # a random model: near the byte vocabulary
+
+
+def _yarn_reference(model, docs, length, stride, bos, truncate=False):
+    """The YaRN scripts' protocol written out with the model's own loss: windows of BOS + L-1
+    tokens every S, labels -100 but on the tokens not scored yet, exp(mean of the window losses)."""
+    losses = []
+    for doc in docs:
+        tokens = doc[: length - 1] if truncate else doc
+        step = length - 1 if truncate else stride
+        done = 0
+        for begin in range(0, len(tokens), step):
+            end = min(begin + length - 1, len(tokens))
+            ids = torch.tensor([[bos, *tokens[begin:end]]])
+            labels = ids.clone()
+            labels[:, : ids.shape[1] - (end - done)] = -100
+            with torch.no_grad():
+                losses.append(model(ids, labels=labels).loss.item())
+            done = end
+            if end == len(tokens):
+                break
+    return math.exp(sum(losses) / len(losses))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def random_docs():
+    return [
+        torch.randint(4, 260, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+        for seed, n in ((1, 300), (2, 200))
+    ]
+
+
+@pytest.mark.parametrize(("truncate", "official"), [(False, 270.5548400878906), (True, 266.6876525878906)])
+def test_window_mean_equals_the_yarn_scripts(tiny_model, random_docs, truncate, official):
+    # `official`: the YaRN repository's eval/perplexity.py compute_perplexity(encodings, model, tokenizer,
+    # add_start_token=True, max_length=128, sliding_window=32, truncate=truncate) on this tiny model
+    # (tests/eval/conftest.py, seed 0) and these two documents, with the byte tokenizer (BOS id 1)
+    ours = perplexity(
+        tiny_model, random_docs, 128, 32, batch_size=4, bos=1, aggregate="window", truncate=truncate
+    )
+    assert ours.perplexity == pytest.approx(
+        _yarn_reference(tiny_model, random_docs, 128, 32, 1, truncate), rel=1e-5
+    )
+    assert ours.perplexity == pytest.approx(official, rel=1e-4)
+    assert ours.windows == (2 if truncate else 7 + 4)  # starts 0, 32, ..., 192 (300 tokens); 0, ..., 96 (200)
+    token = perplexity(tiny_model, random_docs, 128, 32, bos=1, aggregate="token", truncate=truncate)
+    assert token.perplexity == pytest.approx(math.exp(token.nll / token.tokens))
+    assert token.tokens == ours.tokens == (2 * 127 if truncate else 500)
+
+
+def test_bos_every_window_scores_every_token_and_batches_like_one_at_a_time(tiny_model, random_docs):
+    doc = random_docs[0]
+    windows = document_windows(tiny_model, doc, 64, 16, batch_size=1, bos=1)
+    assert sum(c for _, c in windows) == len(doc)
+    batched = document_windows(tiny_model, doc, 64, 16, batch_size=8, bos=1)
+    assert [c for _, c in batched] == [c for _, c in windows]
+    assert [n for n, _ in batched] == pytest.approx([n for n, _ in windows], rel=1e-4)
+    spans = [t for w in plan_windows(len(doc), 63, 16, first_scored=0) for t in range(w.score_from, w.end)]
+    assert spans == list(range(len(doc)))
+
+
+def test_default_lengths_are_multiples_of_the_original_context():
+    assert default_lengths(256, 1024) == [256, 512, 768, 1024]
+    assert default_lengths(4096, 4096) == [4096]  # a base model: its own context
+    assert default_lengths(4096, 16384) == [4096, 8192, 12288, 16384]
+    cfg = PerplexityConfig(bos_every_window=False)
+    data = prepare_perplexity(cfg, [list(range(1100))], EvalContext(1024, original_length=256))
+    assert data.lengths == [256, 512, 768, 1024] and data.stride == 128  # 256 capped at half of 256
+    data = prepare_perplexity(cfg, [list(range(20000))], EvalContext(16384, original_length=4096))
+    assert data.stride == 256  # the YaRN default

@@ -17,15 +17,18 @@ def composed(*overrides: str):
         return compose(config_name="evaluate", overrides=list(overrides), return_hydra_config=True)
 
 
+VARIANTS = {"perplexity_proofpile": "perplexity"}  # a protocol of a benchmark: its preset plus overrides
+
+
 def test_one_preset_per_benchmark_and_all():
-    assert sorted(PRESETS) == sorted([*BENCHMARKS, "all"])
+    assert sorted(PRESETS) == sorted([*BENCHMARKS, "all", *VARIANTS])
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_composes_into_the_typed_config(preset):
     cfg = composed(f"eval={preset}", "model.pretrained=/some/dir")
     settings = eval_config(OmegaConf.to_container(cfg.eval, resolve=True))
-    assert settings.tasks == (list(BENCHMARKS) if preset == "all" else [preset])
+    assert settings.tasks == (list(BENCHMARKS) if preset == "all" else [VARIANTS.get(preset, preset)])
     assert cfg.hydra.run.dir.startswith("outputs/eval/llama2-7b/") and cfg.hydra.job.chdir is False
     assert cfg.logger.kind == "none" and cfg.data.name == "pg19"
 
