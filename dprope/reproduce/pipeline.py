@@ -224,19 +224,24 @@ class Pipeline:
     def run(self) -> Path:
         """Run every stage not done yet, then write the report; returns the report's path.
 
-        On a failing stage the report of the finished stages is still written, then the failure
-        is raised."""
-        from dprope.reproduce.report import write_report
-
+        On a failing stage the report of the finished stages is still written (a failure to
+        write it is logged, never hiding the stage's), then the stage's failure is raised."""
         start = time.perf_counter()
-        records: dict[str, dict[str, Any]] = {}
         try:
             for stage in self.stages:
-                records[stage.name] = self.store.run(stage)
-        finally:
-            wall = time.perf_counter() - start
-            done = {s.name: self.store.finished(s) for s in self.stages}
-            report = write_report(
-                self.repro, self.root, {k: v for k, v in done.items() if v}, wall, len(self.stages)
-            )
-        return report
+                self.store.run(stage)
+        except StageFailed:
+            try:
+                self.write_report(time.perf_counter() - start)
+            except Exception as err:  # noqa: BLE001
+                log.warning("report of the finished stages not written: %s", err)
+            raise
+        return self.write_report(time.perf_counter() - start)
+
+    def write_report(self, wall_s: float) -> Path:
+        """report.md, results.json and the figures from the stages done so far."""
+        from dprope.reproduce.report import write_report
+
+        done = {s.name: self.store.finished(s) for s in self.stages}
+        records = {name: record for name, record in done.items() if record}
+        return write_report(self.repro, self.root, records, wall_s, len(self.stages))

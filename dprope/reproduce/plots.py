@@ -117,6 +117,9 @@ def plot_disturbance_vs_perplexity(repro: Reproduction, results: dict[str, Any],
 
 
 def write_figures(repro: Reproduction, results: dict[str, Any], root: Path) -> list[Path]:
+    """The three figures, once at least one model has been measured (none before)."""
+    if not any(entry["curves"] for kind, _ in KINDS for entry in results[kind].values()):
+        return []
     return [
         plot_ppl_by_length(repro, results, root / "ppl_by_length.png"),
         plot_loss_by_position(repro, results, root / "loss_by_position.png"),

@@ -68,3 +68,22 @@ def test_miniature_end_to_end_then_cached_and_resumed(tmp_path, data_cache):
     assert [n for n in after if after[n] != done_before[n]] == ["seed1/finetune/yarn"]
     metrics = (root / "seed1/finetune/yarn/metrics.jsonl").read_text().splitlines()
     assert len(metrics) == repro.finetune_steps  # resumed at its last step: no step trained twice
+
+
+def test_a_failing_stage_keeps_the_finished_ones_and_reports_them(tmp_path, data_cache):
+    from dprope.reproduce.stages import Stage, StageFailed
+
+    root = tmp_path / "run"
+    pipeline = Pipeline(Reproduction.from_plain(compose_plain(miniature(root, data_cache))))
+
+    def broken(directory):
+        raise OSError("disk full")
+
+    pipeline.stages = [pipeline.stages[0], Stage("seed0/pretrain", {"broken": True}, broken)]
+    with pytest.raises(StageFailed, match="stage seed0/pretrain failed: OSError: disk full"):
+        pipeline.run()
+    assert (root / "analysis" / DONE).exists() and (root / "analysis" / "analysis.json").exists()
+    assert not (root / "seed0/pretrain" / DONE).exists()
+    report = (root / "report.md").read_text()
+    assert "Status: partial: 1 of 2 stages done." in report
+    assert "| dprope | 3" in report  # the disturbance column is there; no perplexity yet
