@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test test-slow test-all test-gpu demo analyze bench bench-train lint format clean
+.PHONY: help install install-gpu test test-slow test-all test-gpu demo analyze reproduce bench bench-train lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ demo: ## the main job on the embedded default: fine-tune the tiny model with DPR
 
 analyze: ## rotary-angle disturbance table for LLaMA-2-7B at s=4
 	$(PY) launch/analyze.py model=llama2_7b rope=dprope rope.factor=4
+
+reproduce: ## the paper's comparison at small scale, end to end (CPU preset; ARGS="reproduce=gpu" on a GPU)
+	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} $(PY) launch/reproduce.py $(ARGS)
 
 bench: ## benchmark scripts (each prints a table)
 	$(PY) scripts/bench_analysis.py

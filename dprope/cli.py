@@ -44,6 +44,7 @@ def schemas() -> dict[str, Any]:
     from dprope.data.config import DataConfig
     from dprope.eval.suite import EvalConfig
     from dprope.model import ModelConfig
+    from dprope.reproduce.config import ReproduceConfig
     from dprope.rope.registry import STRATEGIES
     from dprope.rope.report import AnalysisConfig
     from dprope.rope.shift_analysis import PrecisionConfig
@@ -57,6 +58,7 @@ def schemas() -> dict[str, Any]:
         "eval": EvalConfig,
         "analysis": AnalysisConfig,
         "precision": PrecisionConfig,
+        "reproduce": ReproduceConfig,
     }
     nodes.update({f"rope/{name}": strategy.config(name=name) for name, strategy in STRATEGIES.items()})
     return nodes

@@ -59,9 +59,10 @@ def omegaconf_error(err: Exception, prefix: str = "") -> ConfigError:
     return ConfigError(field, message)
 
 
-def _check_known_keys(node: Any, path: str) -> None:
-    """Refuse keys a schema does not declare: Hydra's ``+key=value`` force-adds them, and
-    OmegaConf's `to_object` would silently drop them."""
+def _check_node(node: Any, path: str) -> None:
+    """Refuse keys a schema does not declare (Hydra's ``+key=value`` force-adds them, and
+    OmegaConf's `to_object` would silently drop them), and build every nested dataclass first, so
+    that its `__post_init__` error names its own path (``reproduce.finetune.tokens``)."""
     import dataclasses
 
     from omegaconf import DictConfig, OmegaConf
@@ -75,7 +76,13 @@ def _check_known_keys(node: Any, path: str) -> None:
         if declared is not None and key not in declared:
             raise ConfigError(where, f"unknown key (known: {', '.join(sorted(declared))})")
         if not OmegaConf.is_interpolation(node, key) and not OmegaConf.is_missing(node, key):
-            _check_known_keys(node[key], where)
+            child = node[key]
+            _check_node(child, where)
+            if isinstance(child, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(child)):
+                try:
+                    OmegaConf.to_object(child)
+                except ConfigError as err:
+                    raise err.under(where) from None
 
 
 def to_typed(node: Any, prefix: str = "") -> Any:
@@ -84,7 +91,7 @@ def to_typed(node: Any, prefix: str = "") -> Any:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    _check_known_keys(node, prefix)
+    _check_node(node, prefix)
     try:
         return OmegaConf.to_object(node)
     except ConfigError as err:
