@@ -99,7 +99,7 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
         resolve_precision,
     )
     from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
-    from dprope.train.loop import _non_embedding_params
+    from dprope.train.metrics import non_embedding_parameters
     from dprope.train.metrics import flops_per_token, peak_flops, peak_memory_gib
 
     runtime = init_distributed()
@@ -153,7 +153,7 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
     tokens = length * data_parallel * sequence_parallel  # one sequence per replica per SP turn
     hf = engine.module.config
     per_token = flops_per_token(
-        _non_embedding_params(engine.module),
+        non_embedding_parameters(engine.module),
         hf.num_hidden_layers,
         hf.num_attention_heads,
         scaling.head_dim,

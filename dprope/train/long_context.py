@@ -195,14 +195,15 @@ def forward_backward(
     batch: dict[str, Any],
     device,
     plan: LongContext,
-    inputs: Callable[[dict[str, Any]], dict[str, Any]],
+    inputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> torch.Tensor:
     """Forward and backward of one micro-batch; returns its loss value (detached, on device).
 
-    ``inputs`` turns the plain path's batch into the forward's arguments (`dprope.train.attention.
-    model_inputs`: varlen segments, document masks). Without SP or tiling this is the model's own
-    mean loss. Otherwise the value is the SP group's
-    token-weighted mean, and this rank backpropagates N x its own share of it (module doc).
+    ``inputs`` turns the plain path's batch into the forward's arguments (the trainer passes
+    `dprope.train.attention.model_inputs` with its attention mode: varlen segments, document
+    masks; None = plain causal rows). Without SP or tiling this is the model's own mean loss.
+    Otherwise the value is the SP group's token-weighted mean, and this rank backpropagates N x
+    its own share of it (module doc).
     """
     with offload_context(plan):
         if plan.plain:  # the collate's varlen segments included (`dprope.train.attention`)
