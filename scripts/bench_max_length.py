@@ -99,8 +99,7 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
         resolve_precision,
     )
     from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
-    from dprope.train.metrics import non_embedding_parameters
-    from dprope.train.metrics import flops_per_token, peak_flops, peak_memory_gib
+    from dprope.train.metrics import flops_per_token, non_embedding_parameters, peak_flops, peak_memory_gib
 
     runtime = init_distributed()
     sequence_parallel = runtime.world_size if option == "sp" else 1
