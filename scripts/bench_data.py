@@ -14,8 +14,11 @@ both see k cores), so each peak RSS belongs to that measurement alone:
   shuffle, tokenize, join with BOS/EOS, pack, write), the same texts, max_length 1024;
 - ratio: tokenize+pack over raw throughput (each child keeps its best of 3 passes, the table
   shows the median over rounds);
-- stream: peak RSS while streaming 1, 4 and 16 (distinct) copies of the corpus to the end,
-  tokenizing and packing on the fly, and the RSS before the first document.
+- stream: peak RSS while streaming 1, 4 and 16 (distinct) copies of the corpus to the end on all
+  cores, tokenizing and packing on the fly, and the RSS before the first document.
+
+The raw children run with ``TOKENIZERS_PARALLELISM=true`` (the tokenizer's own threads); the
+build and stream children with ``false``, their parallelism being the pipeline's threads.
 """
 
 from __future__ import annotations
@@ -109,7 +112,9 @@ def child_stream(tokenizer_name: str, corpus: str, cache: str) -> dict:
 
 
 def run_child(cores: int, args: list[str]) -> dict:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "true", "HF_HUB_OFFLINE": "1"}
+    # the raw baseline is the tokenizer's own parallelism; the pipeline's is its threads (num_proc)
+    parallel = "true" if args[0] == "raw" else "false"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": parallel, "HF_HUB_OFFLINE": "1"}
     env["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(cores), *args], env=env, capture_output=True, text=True
@@ -195,7 +200,7 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
         for label, name in tokenizers_used.items():
-            for cores in core_counts():
+            for cores in core_counts()[-1:]:
                 first = None
                 for copies, path in corpora.items():
                     r = run_child(cores, ["stream", name, str(path), str(Path(tmp) / f"stream-{copies}")])

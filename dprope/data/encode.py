@@ -24,6 +24,7 @@ to draw together.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import itertools
 from collections import deque
@@ -35,7 +36,7 @@ import numpy as np
 from dprope.data.packing import join_documents
 from dprope.data.tokenizer import encode_texts
 
-CALL_CHARS = 1 << 18  # characters of one tokenizer call: ~35 MB of Encodings with the byte tokenizer
+CALL_CHARS = 1 << 16  # characters of one tokenizer call: ~9 MB of Encodings with the byte tokenizer
 QUEUE = 4  # calls in flight per thread: enough that a long document does not leave the others idle
 
 
@@ -72,7 +73,9 @@ def encoded_batches(
     whatever the threads and call sizes: only how the stream is cut into arrays changes.
     """
     calls = tokenizer_calls(batches, max_documents, max_chars)
-    encode = functools.partial(_encode_call, tokenizer=tokenizer, separators=separators, dtype=dtype)
+    encode = functools.partial(
+        _encode_call, tokenizer=tokenizer, separators=separators, dtype=dtype, max_chars=max_chars
+    )
     first, second = next(calls, None), next(calls, None)
     if threads == 1 or second is None or getattr(tokenizer, "backend_tokenizer", None) is None:
         yield from map(encode, itertools.chain(filter(None, (first, second)), calls))
@@ -90,5 +93,31 @@ def encoded_batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _encode_call(texts: list[str], tokenizer, separators, dtype) -> tuple[np.ndarray, np.ndarray]:
-    return join_documents(encode_texts(tokenizer, texts), *separators, dtype)
+def _encode_call(
+    texts: list[str], tokenizer, separators, dtype, max_chars: int
+) -> tuple[np.ndarray, np.ndarray]:
+    encoded = join_documents(encode_texts(tokenizer, texts), *separators, dtype)
+    if len(texts) == 1 and len(texts[0]) > max_chars:
+        _return_freed_memory()  # a long document's Encodings: hundreds of MB the allocator would keep
+    return encoded
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _return_freed_memory() -> None:
+    """Give the pages freed in every thread's malloc arena back to the system.
+
+    glibc gives each thread its own arena and keeps what is freed there for later use, so after
+    a long document went through each thread in turn, every arena would hold its transient: the
+    RSS would grow with the number of long documents seen, that is with the corpus size.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
