@@ -11,14 +11,13 @@ both see k cores), so each peak RSS belongs to that measurement alone:
 - raw: the tokenizer's own batched call (`encode_texts`, 64 documents a call, its Rust
   parallelism on with ``TOKENIZERS_PARALLELISM=true``) on the texts already in memory;
 - tokenize+pack: `build_train_dataset` from the files to a complete cache on disk (read,
-  shuffle, tokenize, join with BOS/EOS, pack, write), the same texts, max_length 1024;
-- ratio: tokenize+pack over raw throughput (each child keeps its best of 3 passes, the table
-  shows the median over rounds);
+  shuffle, tokenize, join with BOS/EOS, pack, write), the same texts, max_length 1024, with
+  ``TOKENIZERS_PARALLELISM=false``: its parallelism is its own threads (``num_proc``);
+- ratio: tokenize+pack over raw throughput, the two alternated in one child (best of 3 passes
+  each, so both see the same load of a shared machine), in wall time and in CPU time (the
+  pipeline's own cost, which no neighbour changes); medians over rounds; peak RSS of the child;
 - stream: peak RSS while streaming 1, 4 and 16 (distinct) copies of the corpus to the end on all
   cores, tokenizing and packing on the fly, and the RSS before the first document.
-
-The raw children run with ``TOKENIZERS_PARALLELISM=true`` (the tokenizer's own threads); the
-build and stream children with ``false``, their parallelism being the pipeline's threads.
 """
 
 from __future__ import annotations
@@ -53,39 +52,36 @@ def corpus_texts(max_documents: int | None) -> list[str]:
     return [Path(p).read_text(errors="replace") for p in embedded_files("train")[:max_documents]]
 
 
-def child_raw(tokenizer_name: str, max_documents: int | None) -> dict:
-    """The tokenizer alone, best of `PASSES` passes over the texts in memory."""
-    from dprope.data import load_tokenizer
+def child_throughput(tokenizer_name: str, max_documents: int | None, cache: str) -> dict:
+    """Raw batched tokenizing and the full build on the same texts, alternated so that both see
+    the same load of a shared machine, each the best of `PASSES` passes, in wall and CPU time."""
+    from dprope.data import EMBEDDED, build_train_dataset, load_tokenizer
     from dprope.data.tokenizer import encode_texts
 
     tokenizer = load_tokenizer(tokenizer_name)
     texts = corpus_texts(max_documents)
-    best = float("inf")
-    for _ in range(PASSES):
-        start = time.perf_counter()
+    cfg = dataclasses.replace(EMBEDDED, max_documents=max_documents, max_length=MAX_LENGTH, batch_size=BATCH)
+    best = {"raw": float("inf"), "build": float("inf"), "raw_cpu": float("inf"), "build_cpu": float("inf")}
+    for attempt in range(PASSES):
+        wall, cpu = time.perf_counter(), time.process_time()
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the baseline: the tokenizer's own threads
         batches = range(0, len(texts), BATCH)
         num_tokens = sum(len(ids) for i in batches for ids in encode_texts(tokenizer, texts[i : i + BATCH]))
-        best = min(best, time.perf_counter() - start)
-    return {"tokens": num_tokens, "tok_s": num_tokens / best, "peak": peak_rss_mib()}
+        best["raw"] = min(best["raw"], time.perf_counter() - wall)
+        best["raw_cpu"] = min(best["raw_cpu"], time.process_time() - cpu)
 
-
-def child_build(tokenizer_name: str, max_documents: int | None, cache: str) -> dict:
-    """The full build to a fresh cache directory, best of `PASSES` passes (the first one also pays
-    the lazy imports of `datasets`, as a real first build does)."""
-    from dprope.data import EMBEDDED, build_train_dataset, load_tokenizer
-
-    tokenizer = load_tokenizer(tokenizer_name)
-    cfg = dataclasses.replace(EMBEDDED, max_documents=max_documents, max_length=MAX_LENGTH, batch_size=BATCH)
-    best = float("inf")
-    for attempt in range(PASSES):
-        start = time.perf_counter()
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pipeline's parallelism is its threads
+        wall, cpu = time.perf_counter(), time.process_time()
         dataset = build_train_dataset(
             dataclasses.replace(cfg, cache_path=f"{cache}/{attempt}"), tokenizer, tokenizer_name, None, None
         )
-        best = min(best, time.perf_counter() - start)
-        assert not dataset.from_cache
-    num_tokens = dataset.meta["num_tokens"] - 2 * dataset.meta["num_documents"]  # without BOS/EOS, as raw
-    return {"tokens": num_tokens, "tok_s": num_tokens / best, "peak": peak_rss_mib()}
+        best["build"] = min(best["build"], time.perf_counter() - wall)
+        best["build_cpu"] = min(best["build_cpu"], time.process_time() - cpu)
+        assert (
+            not dataset.from_cache
+            and dataset.meta["num_tokens"] == num_tokens + 2 * dataset.meta["num_documents"]
+        )
+    return {"tokens": num_tokens, **{k: num_tokens / v for k, v in best.items()}, "peak": peak_rss_mib()}
 
 
 def child_stream(tokenizer_name: str, corpus: str, cache: str) -> dict:
@@ -112,9 +108,7 @@ def child_stream(tokenizer_name: str, corpus: str, cache: str) -> dict:
 
 
 def run_child(cores: int, args: list[str]) -> dict:
-    # the raw baseline is the tokenizer's own parallelism; the pipeline's is its threads (num_proc)
-    parallel = "true" if args[0] == "raw" else "false"
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": parallel, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(cores), *args], env=env, capture_output=True, text=True
@@ -129,8 +123,7 @@ def child_main(cores: int, kind: str, rest: list[str]) -> None:
     if kind == "stream":
         result = child_stream(*rest)
     else:
-        docs = None if rest[1] == "all" else int(rest[1])
-        result = child_raw(rest[0], docs) if kind == "raw" else child_build(rest[0], docs, rest[2])
+        result = child_throughput(rest[0], None if rest[1] == "all" else int(rest[1]), rest[2])
     print(json.dumps(result))
 
 
@@ -178,21 +171,28 @@ def main() -> None:
             f"datasets {datasets.__version__}, transformers {transformers.__version__}; "
             f"medians of {args.repeats} round(s)\n"
         )
-        print("| tokenizer | cores | tokens | raw tok/s | tokenize+pack tok/s | ratio | build peak RSS |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            "| tokenizer | cores | tokens | raw tok/s | tokenize+pack tok/s | ratio | ratio in CPU time "
+            "| peak RSS |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for label, name in tokenizers_used.items():
             for cores in core_counts():
-                raw, build = [], []
-                for repeat in range(args.repeats):
-                    raw.append(run_child(cores, ["raw", name, docs]))
-                    cache = str(Path(tmp) / f"cache-{label}-{cores}-{repeat}")
-                    build.append(run_child(cores, ["build", name, docs, cache]))
-                raw_s = statistics.median(r["tok_s"] for r in raw)
-                build_s = statistics.median(r["tok_s"] for r in build)
+                rounds = [
+                    run_child(
+                        cores, ["throughput", name, docs, str(Path(tmp) / f"cache-{label}-{cores}-{r}")]
+                    )
+                    for r in range(args.repeats)
+                ]
+
+                def median(field: str) -> float:
+                    return statistics.median(r[field] for r in rounds)  # noqa: B023
+
                 print(
-                    f"| {label} | {cores} | {raw[0]['tokens'] / 1e6:.1f}M | {raw_s / 1e6:.2f}M "
-                    f"| {build_s / 1e6:.2f}M | {build_s / raw_s:.0%} "
-                    f"| {statistics.median(r['peak'] for r in build):.0f} MiB |",
+                    f"| {label} | {cores} | {rounds[0]['tokens'] / 1e6:.1f}M | {median('raw') / 1e6:.2f}M "
+                    f"| {median('build') / 1e6:.2f}M | {statistics.median(r['build'] / r['raw'] for r in rounds):.0%} "
+                    f"| {statistics.median(r['build_cpu'] / r['raw_cpu'] for r in rounds):.0%} "
+                    f"| {median('peak'):.0f} MiB |",
                     flush=True,
                 )
         print(
