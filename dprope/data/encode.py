@@ -6,20 +6,18 @@ streaming packer do no per-token Python work.
 
 Parallelism: a fast tokenizer's Rust encoder releases the GIL while it works, so ``threads``
 Python threads, each encoding its own call, keep that many cores busy. There is no worker to
-start: no process, no import of the stack, no pickled tokenizer, and every thread works in the
-same memory; only turning each call's ids into an array holds the GIL (about a tenth of the
-tokenizing time with the byte tokenizer, less with a BPE). Measured on two cores, this reaches
-the tokenizer's own batch parallelism (``TOKENIZERS_PARALLELISM``) where a pool of spawned
-processes paid seconds of start-up and pickling (see the README's data section). A corpus of a
-single call, or ``threads == 1``, is tokenized in the calling thread; a tokenizer without a
+start (a spawned process imports the whole stack and unpickles the tokenizer before its first
+document), and every thread works in the same memory; only turning each call's ids into one
+array holds the GIL (a few percent of the tokenizing time with the byte tokenizer). A corpus of
+a single call, or ``threads == 1``, is tokenized in the calling thread; a tokenizer without a
 Rust backend holds the GIL throughout, so it too runs in the calling thread.
 
 Memory: a call's `Encoding` objects take about 130 bytes a token (the byte tokenizer's strings,
 offsets and masks), so a call holds at most ``batch_size`` documents and `CALL_CHARS`
 characters (a longer document goes alone), whichever comes first; at most `QUEUE` calls per
-thread wait in flight, their results being compact arrays. The peak is then set by the call
-size and the longest document, never by the corpus size or by which documents a batch happens
-to draw together.
+thread wait in flight, their results being compact arrays; after a long document the freed
+pages go back to the system. The transient is then set by the call size and the longest
+document, not by which documents a batch happens to draw together.
 """
 
 from __future__ import annotations
