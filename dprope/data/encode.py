@@ -34,7 +34,7 @@ import numpy as np
 from dprope.data.packing import join_documents
 from dprope.data.tokenizer import encode_texts
 
-CALL_CHARS = 1 << 16  # characters of one tokenizer call: ~9 MB of Encodings with the byte tokenizer
+CALL_CHARS = 1 << 18  # characters of one tokenizer call: ~35 MB of Encodings with the byte tokenizer
 QUEUE = 4  # calls in flight per thread: enough that a long document does not leave the others idle
 
 
