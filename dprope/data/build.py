@@ -8,31 +8,26 @@ non-empty split checked) and only then tokenized.
 The paper's subset (PG19, ``steps x global batch`` sequences): the split's documents are
 shuffled with ``seed``, tokenized and packed in that order, and the build stops as soon as
 ``num_sequences`` full sequences exist, so a 64k x 8192-token subset tokenizes about 0.5B tokens,
-not the whole corpus. `datasets` loads and shuffles the documents; ``num_proc`` processes
-tokenize them a batch at a time (`encoded_batches`), each batch coming back as one joined token
+not the whole corpus. `datasets` loads and shuffles the documents; ``num_proc`` threads
+tokenize them a call at a time (`dprope.data.encode`), each call coming back as one joined token
 array, so the packed stream is written with no per-token Python work.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import signal
-from collections import deque
-from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from dprope.config import ConfigError
 from dprope.data import cache
 from dprope.data.config import DataConfig
+from dprope.data.encode import encoded_batches
 from dprope.data.packed import PackedDataset, PackedStream
-from dprope.data.packing import join_documents, token_dtype
+from dprope.data.packing import token_dtype
 from dprope.data.sources import load_documents, source_fingerprint
-from dprope.data.tokenizer import encode_texts, tokenizer_fingerprint
+from dprope.data.tokenizer import tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +83,7 @@ def build_train_dataset(
             cfg.seed,
             cfg.shuffle_buffer,
             num_sequences,
+            cfg.processes,
         )
     key = cache.cache_key(
         cfg,
@@ -124,55 +120,10 @@ def _tokenize_into(
     dtype = token_dtype(len(tokenizer))
     batches = (batch["text"] for batch in documents.shuffle(seed=cfg.seed).iter(batch_size=cfg.batch_size))
     writer = cache.TokenWriter(directory, dtype)
-    for tokens, lengths in encoded_batches(batches, tokenizer, separators, dtype, cfg.processes):
-        writer.append(tokens, lengths)
-        if need is not None and writer.num_tokens >= need:
-            break
+    encoded = encoded_batches(batches, tokenizer, separators, dtype, cfg.processes, cfg.batch_size)
+    with closing(encoded):  # stopping early cancels the calls still queued
+        for tokens, lengths in encoded:
+            writer.append(tokens, lengths)
+            if need is not None and writer.num_tokens >= need:
+                break
     return writer.close(meta, max_tokens=need)
-
-
-def encoded_batches(
-    batches: Iterable[list[str]], tokenizer, separators, dtype: np.dtype, processes: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """`join_documents` of each batch of texts, in order, tokenized by ``processes`` processes.
-
-    A pool fed a part of a batch at a time, at most eight per process in flight: every process stays busy
-    whatever the documents' lengths (`Dataset.map(num_proc=...)` gives each process one
-    contiguous shard, so a few long books idle the others), memory stays bounded, and the
-    order is the input's. Each process tokenizes on one thread: the processes are the parallelism.
-    """
-    if processes == 1:
-        for texts in batches:
-            yield _encode_batch(texts, tokenizer, separators, dtype)
-        return
-    # spawn, not fork: forking a process whose tokenizer and torch thread pools are running can
-    # deadlock a child; spawned workers also start with default signal handlers
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(processes, _init_worker, (tokenizer, separators, dtype)) as pool:
-        pending: deque = deque()
-        for texts in batches:
-            step = -(-len(texts) // processes)  # a batch shared by all: a long document delays less
-            for begin in range(0, len(texts), step):
-                pending.append(pool.apply_async(_encode_in_worker, (texts[begin : begin + step],)))
-            while len(pending) >= 8 * processes:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(tokenizer, separators, dtype) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a launcher's handler must not keep a worker alive
-    _WORKER.update(tokenizer=tokenizer, separators=separators, dtype=dtype)
-
-
-def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    return _encode_batch(texts, **_WORKER)
-
-
-def _encode_batch(texts: list[str], tokenizer, separators, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """One batch of documents: their joined tokens and each document's length."""
-    return join_documents(encode_texts(tokenizer, texts), *separators, dtype)

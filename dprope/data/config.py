@@ -48,7 +48,7 @@ class DataConfig:
     streaming: bool = False  # tokenize and pack on the fly, nothing cached (corpora larger than memory)
     shuffle_buffer: int = 1000  # streaming: documents held by the approximate shuffle
     batch_size: int = 64  # documents per tokenizer call
-    num_proc: int | None = None  # tokenizing processes when building the cache; null = the CPUs (<= 16)
+    num_proc: int | None = None  # tokenizing threads (cache build and stream); null = the CPUs (<= 16)
     cache_dir: str | None = None  # null = $DPROPE_DATA_CACHE, else ~/.cache/dprope/data
     cache_path: str | None = None  # this exact cache directory (built if absent; must match if present)
 
@@ -81,7 +81,7 @@ class DataConfig:
 
     @property
     def processes(self) -> int:
-        """Tokenizing processes: ``num_proc``, else the CPUs this process may use (at most 16)."""
+        """Tokenizing threads: ``num_proc``, else the CPUs this process may use (at most 16)."""
         return self.num_proc or min(
             16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         )

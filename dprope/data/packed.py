@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import numpy as np
 import torch
 
 from dprope.data.cache import DOC_OFFSETS, META, TOKENS
-from dprope.data.packing import PackedSequence, join_documents, num_packed, pack_stream, sequence_at
-from dprope.data.tokenizer import encode_texts
+from dprope.data.encode import encoded_batches
+from dprope.data.packing import PackedSequence, num_packed, pack_stream, sequence_at, token_dtype
 
 
 def as_item(sequence: PackedSequence) -> dict[str, Any]:
@@ -76,8 +77,9 @@ class PackedStream(torch.utils.data.IterableDataset):
     """Packed sequences made on the fly from a `datasets` stream, in memory flat in corpus size.
 
     The global order is fixed by the seed: documents pass through the stream's buffer shuffle
-    (epoch ``e`` reshuffles with ``set_epoch(e)``), are tokenized ``batch_size`` at a time and
-    packed by `pack_stream`. Global sequence ``g`` goes to the same rank as in `ResumableSampler`
+    (epoch ``e`` reshuffles with ``set_epoch(e)``), are tokenized by ``threads`` threads a call
+    at a time (`dprope.data.encode`) and packed by `pack_stream`. Memory is the shuffle buffer,
+    the calls in flight and one sequence, whatever the corpus size. Global sequence ``g`` goes to the same rank as in `ResumableSampler`
     without shuffling: after skipping ``consumed``, rank ``r`` of ``W`` takes ``g = consumed + r +
     k W``. Skipping is exact but not free: the skipped sequences are tokenized again. With
     ``num_sequences``, each rank stops after ``(num_sequences - consumed) // W`` items, passing
@@ -98,6 +100,7 @@ class PackedStream(torch.utils.data.IterableDataset):
         seed: int,
         shuffle_buffer: int,
         num_sequences: int | None,
+        threads: int = 1,
     ):
         self.documents = documents  # a datasets.IterableDataset with the column `text`
         self.tokenizer = tokenizer
@@ -105,6 +108,7 @@ class PackedStream(torch.utils.data.IterableDataset):
         self.max_length, self.drop_tail, self.pad_id = max_length, drop_tail, pad_id
         self.batch_size, self.seed, self.shuffle_buffer = batch_size, seed, shuffle_buffer
         self.num_sequences = num_sequences
+        self.threads = threads
         self.consumed, self.rank, self.world_size = 0, 0, 1
 
     def resume(self, consumed: int = 0, rank: int = 0, world_size: int = 1) -> PackedStream:
@@ -120,12 +124,14 @@ class PackedStream(torch.utils.data.IterableDataset):
         """The epoch's documents as token arrays with their separators."""
         documents = self.documents.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
         documents.set_epoch(epoch)
-        bos, eos = self.separators
-        for batch in documents.iter(batch_size=self.batch_size):
-            tokens, lengths = join_documents(
-                encode_texts(self.tokenizer, batch["text"]), bos, eos, np.dtype(np.int64)
-            )
-            yield from np.split(tokens, np.cumsum(lengths)[:-1])
+        batches = (batch["text"] for batch in documents.iter(batch_size=self.batch_size))
+        dtype = token_dtype(len(self.tokenizer))  # pack_stream widens each sequence to int64
+        encoded = encoded_batches(
+            batches, self.tokenizer, self.separators, dtype, self.threads, self.batch_size
+        )
+        with closing(encoded):  # a consumer that stops early cancels the calls still queued
+            for tokens, lengths in encoded:
+                yield from np.split(tokens, np.cumsum(lengths)[:-1])
 
     def sequences(self) -> Iterator[PackedSequence]:
         """The global order of packed sequences, every rank's and every worker's alike."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from dprope.data import EMBEDDED
+from dprope.data import EMBEDDED, DataConfig, data_config
 from dprope.data.embedded import embedded_files
 from dprope.data.tokenizer import encode_texts
 
@@ -48,7 +50,7 @@ def no_tokenizing(monkeypatch):
     def refuse(tokenizer, texts):
         raise AssertionError("tokenized before the configuration was checked")
 
-    for module in ("build", "packed", "evaluation"):
+    for module in ("encode", "evaluation"):
         monkeypatch.setattr(f"dprope.data.{module}.encode_texts", refuse)
 
 
@@ -73,3 +75,32 @@ def unpack(items, max_length: int) -> tuple[list[int], list[int]]:
 
 def split_documents(stream: list[int], starts: list[int]) -> list[list[int]]:
     return [stream[a:b] for a, b in zip(starts, starts[1:] + [len(stream)], strict=True)]
+
+
+def synthetic_texts(count: int = 40, seed: int = 0) -> list[str]:
+    """Documents of made-up words (some accented, some empty, a few long), the same on every machine:
+    only `random.random`, whose sequence Python keeps stable across versions, decides them."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyzéüß—"
+    words = ["".join(letters[int(rng.random() * len(letters))] for _ in range(1 + int(rng.random() * 9)))]
+    words += [
+        "".join(letters[int(rng.random() * len(letters))] for _ in range(1 + int(rng.random() * 9)))
+        for _ in range(299)
+    ]
+    texts = []
+    for index in range(count):
+        size = 0 if index % 13 == 5 else int(rng.random() ** 3 * 3000)  # a few long documents, many short
+        text = " ".join(words[int(rng.random() * len(words))] for _ in range(size))
+        texts.append(text.replace("ab", "ab\n"))
+    return texts
+
+
+@pytest.fixture
+def synthetic_cfg(tmp_path) -> DataConfig:
+    """A local jsonl corpus of `synthetic_texts`, 64-token sequences, the cache in ``tmp_path``."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in synthetic_texts()))
+    return data_config(
+        {"name": "synthetic", "source": "files", "paths": {"train": [str(corpus)]}, "max_length": 64,
+         "batch_size": 4, "num_proc": 1, "cache_dir": str(tmp_path / "cache")}
+    )  # fmt: skip

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
+import numpy as np
 import pytest
 import torch
 
 from dprope.config import ConfigError
-from dprope.data import build_train_dataset
-from dprope.data.cache import COMPLETE
+from dprope.data import EMBEDDED, build_train_dataset, tokenizer_fingerprint
+from dprope.data.cache import COMPLETE, cache_key, cache_location
+from dprope.data.packing import token_dtype
+from dprope.data.sources import load_documents
 from tests.data.conftest import reference_documents, split_documents, unpack
 
 
@@ -57,10 +61,51 @@ def test_subset_is_the_prefix_of_the_shuffled_corpus_and_repeats_when_short(smal
     assert all(torch.equal(longer[len(whole) + i]["input_ids"], whole[i]["input_ids"]) for i in range(5))
 
 
-def test_processes_do_not_change_the_result(small_cfg, byte_tokenizer):
-    one = build(small_cfg, byte_tokenizer)
-    two = build(dataclasses.replace(small_cfg, num_proc=2, cache_path=str(one.path) + "-two"), byte_tokenizer)
-    assert (one.path / "tokens.bin").read_bytes() == (two.path / "tokens.bin").read_bytes()
+def sequential_reference(cfg, tokenizer) -> tuple[bytes, list[int]]:
+    """tokens.bin and doc_offsets computed the simple way: the seeded shuffle of the split, then
+    one `tokenizer(text)` call per document, separators added, everything concatenated."""
+    documents = load_documents(cfg, cfg.train_split, "data.train_split", streaming=False)
+    stream, offsets = [], []
+    for text in documents.shuffle(seed=cfg.seed)["text"]:
+        offsets.append(len(stream))
+        stream += [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+        stream.append(tokenizer.eos_token_id)
+    return np.asarray(stream, dtype=token_dtype(len(tokenizer))).tobytes(), offsets
+
+
+@pytest.mark.parametrize("num_sequences", [None, 9])
+@pytest.mark.parametrize("num_proc", [1, 2])
+@pytest.mark.parametrize("which", ["byte", "bpe"])
+def test_build_is_byte_identical_to_the_sequential_reference(
+    synthetic_cfg, byte_tokenizer, bpe_tokenizer, which, num_proc, num_sequences
+):
+    tokenizer = {"byte": byte_tokenizer, "bpe": bpe_tokenizer}[which]
+    cfg = dataclasses.replace(synthetic_cfg, num_proc=num_proc)
+    dataset = build(cfg, tokenizer, num_sequences, name=which)
+    tokens, offsets = sequential_reference(cfg, tokenizer)
+    kept = len(tokens) // 2 if num_sequences is None else 9 * cfg.max_length  # a subset stops early
+    assert (dataset.path / "tokens.bin").read_bytes() == tokens[: 2 * kept]
+    assert np.load(dataset.path / "doc_offsets.npy").tolist() == [o for o in offsets if o < kept]
+
+
+def test_build_writes_the_bytes_of_the_previous_release(synthetic_cfg, byte_tokenizer):
+    """Hashes of the files the earlier, process-pool build wrote for this corpus and config."""
+    dataset = build(dataclasses.replace(synthetic_cfg, num_proc=2), byte_tokenizer)
+    assert dataset.meta["num_tokens"] == 224159 and dataset.meta["num_documents"] == 40
+    digest = hashlib.sha256((dataset.path / "tokens.bin").read_bytes()).hexdigest()
+    assert digest[:16] == "30a3e07f54cbed7a"
+    offsets = np.load(dataset.path / "doc_offsets.npy")
+    assert (
+        offsets.dtype == np.int64 and hashlib.sha256(offsets.tobytes()).hexdigest()[:16] == "33e4bb50301ff551"
+    )
+
+
+def test_cache_key_and_directory_are_those_of_the_previous_release(byte_tokenizer):
+    """A cache built before keeps being found: same fingerprint, key and directory name."""
+    assert tokenizer_fingerprint(byte_tokenizer) == "e75de85706c16b74"
+    key = cache_key(EMBEDDED, "train", {"files": [("/corpus/a.txt", 10, 123)]}, "0123456789abcdef", 64)
+    location = cache_location(dataclasses.replace(EMBEDDED, cache_dir="/c"), "train", key)
+    assert location.as_posix() == "/c/embedded-train-512-1f06879e21447370"
 
 
 def test_second_run_reuses_the_cache_without_tokenizing(small_cfg, byte_tokenizer, monkeypatch):

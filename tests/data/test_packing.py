@@ -62,3 +62,10 @@ def test_sequence_starting_inside_a_document_lists_no_start_at_zero():
 def test_token_dtype_fits_the_vocabulary():
     assert token_dtype(260) == np.uint16 and token_dtype(32000) == np.uint16
     assert token_dtype(1 << 16) == np.uint16 and token_dtype(128256) == np.uint32
+
+
+def test_an_id_too_large_for_the_dtype_is_an_error_not_wrapped():
+    with pytest.raises(ValueError, match="70000 does not fit uint16"):
+        join_documents([[5, 70000]], BOS, EOS, np.dtype(np.uint16))
+    assert join_documents([[5, 70000]], BOS, EOS, np.dtype(np.uint32))[0].tolist() == [BOS, 5, 70000, EOS]
+    assert join_documents([], BOS, EOS, np.dtype(np.uint16))[0].tolist() == []

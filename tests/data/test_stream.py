@@ -60,3 +60,9 @@ def test_one_dataloader_worker_keeps_the_order(stream_cfg, byte_tokenizer):
         [b["input_ids"] for b in DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_packed)]
     )
     assert torch.equal(alone, worker) and len(alone) == 12
+
+
+def test_stream_threads_do_not_change_the_sequences(stream_cfg, byte_tokenizer):
+    one = stream(stream_cfg, byte_tokenizer, num_sequences=40)
+    two = stream(dataclasses.replace(stream_cfg, num_proc=2), byte_tokenizer, num_sequences=40)
+    assert two.threads == 2 and ids(two) == ids(one)
