@@ -175,6 +175,24 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].contiguous()
 
 
+class _WholeSequenceTensors:
+    """The loader's batches without the whole-window varlen offsets (``cu_seqlens``,
+    ``max_length``): they describe the unsharded rows, and DeepSpeed's adapter shards every tensor
+    along the sequence and wants each to be (batch, seq)."""
+
+    DROPPED = ("cu_seqlens", "max_length")
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = iter(self.loader)  # now, not at the first batch: it draws from the torch RNG
+        return ({k: v for k, v in batch.items() if k not in self.DROPPED} for batch in batches)
+
+
 def sp_loader(loader, runtime, plan: LongContext):
     """DeepSpeed's adapter: this rank's slice of each of its group's micro-batches, in turn."""
     if plan.sequence_parallel_size == 1:
@@ -182,7 +200,7 @@ def sp_loader(loader, runtime, plan: LongContext):
     from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPDataLoaderAdapter
 
     return UlyssesSPDataLoaderAdapter(
-        loader,
+        _WholeSequenceTensors(loader),
         sp_rank=dist.get_rank(group=plan.group),
         sp_group=plan.group,
         sp_world_size=plan.sequence_parallel_size,
