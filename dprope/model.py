@@ -1,6 +1,6 @@
 """Model presets: the rotary geometry every part needs, and the HF config a run builds on.
 
-`ModelConfig` mirrors `configs/model/*.yaml`. The RoPE analysis needs only ``head_dim``,
+`ModelConfig` is the schema of `configs/model/*.yaml`. The RoPE analysis needs only ``head_dim``,
 ``rope_theta`` and ``original_max_position_embeddings`` (never weights); training loads
 ``pretrained`` (a hub id or a local directory) or, when it is null, initialises a random
 Llama-family model from the architecture fields (the ``tiny`` preset).
