@@ -99,7 +99,7 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
         resolve_precision,
     )
     from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
-    from dprope.train.metrics import flops_per_token, non_embedding_parameters, peak_flops, peak_memory_gib
+    from dprope.train.metrics import model_flops_per_token, peak_flops, peak_memory_gib
 
     runtime = init_distributed()
     sequence_parallel = runtime.world_size if option == "sp" else 1
@@ -150,14 +150,7 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
     if memory_limit_gib is not None and peak > memory_limit_gib:
         return {"ok": False, "reason": f"peak {peak:.2f} GiB over the limit", "peak_memory_gib": peak}
     tokens = length * data_parallel * sequence_parallel  # one sequence per replica per SP turn
-    hf = engine.module.config
-    per_token = flops_per_token(
-        non_embedding_parameters(engine.module),
-        hf.num_hidden_layers,
-        hf.num_attention_heads,
-        scaling.head_dim,
-        length,
-    )
+    per_token = model_flops_per_token(engine.module, scaling.head_dim, length)
     tokens_per_s = tokens / elapsed
     device_peak = peak_flops(None)
     return {

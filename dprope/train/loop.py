@@ -48,13 +48,7 @@ from dprope.train.engine import (
 from dprope.train.export import export_hf
 from dprope.train.kernels import resolve_kernels
 from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
-from dprope.train.metrics import (
-    MetricsLog,
-    flops_per_token,
-    non_embedding_parameters,
-    peak_flops,
-    peak_memory_gib,
-)
+from dprope.train.metrics import MetricsLog, model_flops_per_token, peak_flops, peak_memory_gib
 from dprope.train.signals import StopRequest
 from dprope.train.tracking import Tracker
 
@@ -237,15 +231,8 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any]) -> Job:
             flush=True,
         )
 
-    hf = engine.module.config
     seq_len = run.data.max_length
-    per_token = flops_per_token(
-        non_embedding_parameters(engine.module),
-        hf.num_hidden_layers,
-        hf.num_attention_heads,
-        scaling.head_dim,
-        seq_len,
-    )
+    per_token = model_flops_per_token(engine.module, scaling.head_dim, seq_len)
     loader = train_loader(
         dataset, run.data.seed, trainer.micro_batch_size, runtime, state.consumed_samples, collate
     )

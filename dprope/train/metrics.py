@@ -32,6 +32,18 @@ def non_embedding_parameters(model: torch.nn.Module) -> int:
     return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if id(p) not in skip)
 
 
+def model_flops_per_token(model: torch.nn.Module, head_dim: int, seq_len: int) -> float:
+    """`flops_per_token` of a (possibly ZeRO-3 partitioned) HF model at ``seq_len`` tokens."""
+    config = model.config
+    return flops_per_token(
+        non_embedding_parameters(model),
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        head_dim,
+        seq_len,
+    )
+
+
 def peak_flops(configured_tflops: float | None) -> float | None:
     """Peak FLOP/s of one device: configured, or looked up by the GPU name; None on CPU/unknown."""
     if configured_tflops is not None:
