@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dprope.eval.common import TITLES, BenchmarkResult
 from dprope.eval.longbench_tasks import BUCKETS
+from dprope.figures import pyplot, save_figure
 
 YLABELS = {
     "passkey": "accuracy (%)",
@@ -23,22 +24,13 @@ YLABELS = {
 }
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _numeric(columns: list[str]) -> bool:
     return bool(columns) and all(c.isdigit() for c in columns)
 
 
 def plot_summaries(rows: Mapping[str, Mapping[str, float]], benchmark: str, path: Path) -> Path:
     """Lines (length columns) or grouped bars (named columns) of several models' summaries."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = list(dict.fromkeys(c for row in rows.values() for c in row if c != "avg"))
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     if _numeric(columns):
@@ -70,16 +62,13 @@ def plot_summaries(rows: Mapping[str, Mapping[str, float]], benchmark: str, path
     ax.set_title(TITLES.get(benchmark, benchmark))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _heatmap(
     values, row_labels, col_labels, title, path: Path, xlabel: str, ylabel: str, vmax: float = 100.0
 ) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(col_labels), 1.2 + 0.45 * len(row_labels)))
     image = ax.imshow(values, cmap="RdYlGn", vmin=0.0, vmax=vmax, aspect="auto")
     for i, row in enumerate(values):
@@ -92,10 +81,7 @@ def _heatmap(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_benchmark(result: BenchmarkResult, model_name: str, output_dir: Path) -> list[Path]:

@@ -6,19 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dprope.figures import pyplot, save_figure
 from dprope.reproduce.config import Reproduction
 from dprope.reproduce.report import mean_std
 
 KINDS = (("free", "training-free"), ("tuned", "fine-tuned"))
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _mean_curve(curves: list[list[float]]) -> list[float]:
@@ -37,7 +29,7 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 
 def plot_ppl_by_length(repro: Reproduction, results: dict[str, Any], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, (kind, title) in zip(axes, KINDS, strict=True):
         for name, entry in results[kind].items():
@@ -64,14 +56,11 @@ def plot_ppl_by_length(repro: Reproduction, results: dict[str, Any], path: Path)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("perplexity (mean over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_loss_by_position(repro: Reproduction, results: dict[str, Any], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     window = max(1, repro.length // 8)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, (kind, title) in zip(axes, KINDS, strict=True):
@@ -85,14 +74,11 @@ def plot_loss_by_position(repro: Reproduction, results: dict[str, Any], path: Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("loss (nats, mean over documents and seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_disturbance_vs_perplexity(repro: Reproduction, results: dict[str, Any], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     target = str(repro.target_length)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for (kind, title), marker in zip(KINDS, ("o", "^"), strict=True):
@@ -110,10 +96,7 @@ def plot_disturbance_vs_perplexity(repro: Reproduction, results: dict[str, Any],
     ax.set_ylabel(f"perplexity at s x L = {target}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_figures(repro: Reproduction, results: dict[str, Any], root: Path) -> list[Path]:

@@ -6,16 +6,8 @@ from pathlib import Path
 
 import torch
 
+from dprope.figures import pyplot, save_figure
 from dprope.rope.report import AnalysisResult
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def most_disputed_pairs(result: AnalysisResult, count: int) -> list[int]:
@@ -31,7 +23,7 @@ def most_disputed_pairs(result: AnalysisResult, count: int) -> list[int]:
 
 def plot_angle_distributions(result: AnalysisResult, path: Path, count: int) -> Path:
     """Pre-training vs interpolated vs extrapolated angle histograms for the most disputed pairs."""
-    plt = _pyplot()
+    plt = pyplot()
     pairs = most_disputed_pairs(result, count)
     analyzer = result.analyzer
     interpolated = analyzer.distribution(result.strategies["pi"].scaling)
@@ -62,15 +54,12 @@ def plot_angle_distributions(result: AnalysisResult, path: Path, count: int) -> 
         ax.legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel(f"rotary angle (degrees), {result.num_intervals} intervals")
     fig.suptitle(f"{result.model.name}: rotary-angle distributions at s={result.factor:g}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_per_pair_disturbance(result: AnalysisResult, path: Path) -> Path:
     """D_i of every strategy against the pair index (log scale)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
     floor = 1e-7  # log axis: pairs with no disturbance sit on the floor
     for name, res in result.strategies.items():
@@ -87,10 +76,7 @@ def plot_per_pair_disturbance(result: AnalysisResult, path: Path) -> Path:
         fontsize=10,
     )
     ax.legend(fontsize=8, title="strategy (total x1e3)", title_fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_figures(result: AnalysisResult, output_dir: Path, num_pairs: int) -> list[Path]:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from dprope.config import ConfigError
+from dprope.figures import pyplot, save_figure
 from dprope.rope.precision import apply_rope_precision
 
 PROBE = "dprope_logit_probe"
@@ -164,10 +165,7 @@ def write_json(result: PrecisionResult, output_dir: Path) -> Path:
 
 
 def write_figure(result: PrecisionResult, output_dir: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     centers = [(a + b - 1) / 2 for a, b in pairwise(result.bucket_edges)]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -177,11 +175,7 @@ def write_figure(result: PrecisionResult, output_dir: Path) -> Path:
     ax.set_xlabel("query position")
     ax.set_ylabel(f"mean |logit difference|, shift {result.shift}")
     ax.legend()
-    fig.tight_layout()
-    path = output_dir / "precision.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, output_dir / "precision.png")
 
 
 def summary(result: PrecisionResult) -> dict[str, Any]:
