@@ -16,8 +16,10 @@ both see k cores), so each peak RSS belongs to that measurement alone:
 - ratio: tokenize+pack over raw throughput, the two alternated in one child (best of 3 passes
   each, so both see the same load of a shared machine), in wall time and in CPU time (the
   pipeline's own cost, which no neighbour changes); medians over rounds; peak RSS of the child;
-- stream: peak RSS while streaming 1, 4 and 16 (distinct) copies of the corpus to the end on all
-  cores, tokenizing and packing on the fly, and the RSS before the first document.
+- stream: peak RSS while streaming 1, 4 and 16 (distinct) copies of the corpus to the end on 1, 2
+  and all cores, tokenizing and packing on the fly, and the RSS before the first document; on all
+  cores also with ``data.steady_memory=false`` (glibc's and Arrow's default allocator behaviour,
+  unbounded tokenizer calls), the option's measured effect.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def child_throughput(tokenizer_name: str, max_documents: int | None, cache: str)
     return {"tokens": num_tokens, **{k: num_tokens / v for k, v in best.items()}, "peak": peak_rss_mib()}
 
 
-def child_stream(tokenizer_name: str, corpus: str, cache: str) -> dict:
+def child_stream(tokenizer_name: str, corpus: str, cache: str, steady: str) -> dict:
     import psutil
 
     from dprope.data import build_train_dataset, data_config, load_tokenizer
@@ -92,7 +94,7 @@ def child_stream(tokenizer_name: str, corpus: str, cache: str) -> dict:
     tokenizer = load_tokenizer(tokenizer_name)
     cfg = data_config(
         {"name": "bench", "source": "files", "paths": {"train": [corpus]}, "streaming": True,
-         "max_length": MAX_LENGTH, "batch_size": BATCH, "cache_dir": cache}
+         "max_length": MAX_LENGTH, "batch_size": BATCH, "cache_dir": cache, "steady_memory": steady == "on"}
     )  # fmt: skip
     stream = build_train_dataset(cfg, tokenizer, tokenizer_name, None, None)
     before = psutil.Process().memory_info().rss / 2**20
@@ -196,17 +198,21 @@ def main() -> None:
                     flush=True,
                 )
         print(
-            "\n| tokenizer | cores | streamed corpus | sequences | stream tok/s | RSS before | peak RSS | peak / x1 |"
+            "\n| tokenizer | cores | steady_memory | streamed corpus | sequences | stream tok/s | RSS before "
+            "| peak RSS | peak / x1 |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for label, name in tokenizers_used.items():
-            for cores in core_counts()[-1:]:
+            runs = [(cores, "on") for cores in core_counts()] + [(core_counts()[-1], "off")]
+            for cores, steady in runs:
                 first = None
                 for copies, path in corpora.items():
-                    r = run_child(cores, ["stream", name, str(path), str(Path(tmp) / f"stream-{copies}")])
+                    r = run_child(
+                        cores, ["stream", name, str(path), str(Path(tmp) / f"stream-{copies}"), steady]
+                    )
                     first = first or r["peak"]
                     print(
-                        f"| {label} | {cores} | x{copies} ({copies * size_mb:.0f} MB) | {r['sequences']} "
+                        f"| {label} | {cores} | {steady} | x{copies} ({copies * size_mb:.0f} MB) | {r['sequences']} "
                         f"| {r['tok_s'] / 1e6:.2f}M | {r['before']:.0f} MiB | {r['peak']:.0f} MiB "
                         f"| {r['peak'] / first:.2f} |",
                         flush=True,

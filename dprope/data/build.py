@@ -84,6 +84,7 @@ def build_train_dataset(
             cfg.shuffle_buffer,
             num_sequences,
             cfg.processes,
+            cfg.steady_memory,
         )
     key = cache.cache_key(
         cfg,

@@ -47,6 +47,7 @@ class DataConfig:
     seed: int = 0  # document shuffle before packing
     streaming: bool = False  # tokenize and pack on the fly, nothing cached (corpora larger than memory)
     shuffle_buffer: int = 1000  # streaming: documents held by the approximate shuffle
+    steady_memory: bool = True  # streaming: fixed malloc thresholds, Arrow's system pool (dprope.data.memory)
     batch_size: int = 64  # documents per tokenizer call
     num_proc: int | None = None  # tokenizing threads (cache build and stream); null = the CPUs (<= 16)
     cache_dir: str | None = None  # null = $DPROPE_DATA_CACHE, else ~/.cache/dprope/data

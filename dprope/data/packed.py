@@ -21,6 +21,7 @@ import torch
 
 from dprope.data.cache import DOC_OFFSETS, META, TOKENS
 from dprope.data.encode import encoded_batches
+from dprope.data.memory import steady_allocator
 from dprope.data.packing import PackedSequence, num_packed, pack_stream, sequence_at, token_dtype
 
 
@@ -79,9 +80,10 @@ class PackedStream(torch.utils.data.IterableDataset):
     The global order is fixed by the seed: documents pass through the stream's buffer shuffle
     (epoch ``e`` reshuffles with ``set_epoch(e)``), are tokenized by ``threads`` threads a call
     at a time (`dprope.data.encode`) and packed by `pack_stream`. Memory is the shuffle buffer,
-    the calls in flight and one sequence, whatever the corpus size. Global sequence ``g`` goes to the same rank as in `ResumableSampler`
-    without shuffling: after skipping ``consumed``, rank ``r`` of ``W`` takes ``g = consumed + r +
-    k W``. Skipping is exact but not free: the skipped sequences are tokenized again. With
+    the calls in flight and one sequence, whatever the corpus size (with ``steady_memory``, the
+    allocator settings of `dprope.data.memory` keep freed memory from accumulating). Global
+    sequence ``g`` goes to the same rank as in `ResumableSampler` without shuffling: after
+    skipping ``consumed``, rank ``r`` of ``W`` takes ``g = consumed + r + k W``. Skipping is exact but not free: the skipped sequences are tokenized again. With
     ``num_sequences``, each rank stops after ``(num_sequences - consumed) // W`` items, passing
     over the corpus again (next epoch) when it runs out. Every rank reads and tokenizes the whole
     stream, so one DataLoader worker at most: it overlaps tokenizing with training, a second
@@ -101,6 +103,7 @@ class PackedStream(torch.utils.data.IterableDataset):
         shuffle_buffer: int,
         num_sequences: int | None,
         threads: int = 1,
+        steady_memory: bool = False,
     ):
         self.documents = documents  # a datasets.IterableDataset with the column `text`
         self.tokenizer = tokenizer
@@ -109,6 +112,7 @@ class PackedStream(torch.utils.data.IterableDataset):
         self.batch_size, self.seed, self.shuffle_buffer = batch_size, seed, shuffle_buffer
         self.num_sequences = num_sequences
         self.threads = threads
+        self.steady_memory = steady_memory  # `dprope.data.memory.steady_allocator` before the first document
         self.consumed, self.rank, self.world_size = 0, 0, 1
 
     def resume(self, consumed: int = 0, rank: int = 0, world_size: int = 1) -> PackedStream:
@@ -122,12 +126,20 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     def _documents(self, epoch: int) -> Iterator[np.ndarray]:
         """The epoch's documents as token arrays with their separators."""
+        if self.steady_memory:
+            steady_allocator()
         documents = self.documents.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
         documents.set_epoch(epoch)
         batches = (batch["text"] for batch in documents.iter(batch_size=self.batch_size))
         dtype = token_dtype(len(self.tokenizer))  # pack_stream widens each sequence to int64
         encoded = encoded_batches(
-            batches, self.tokenizer, self.separators, dtype, self.threads, self.batch_size
+            batches,
+            self.tokenizer,
+            self.separators,
+            dtype,
+            self.threads,
+            self.batch_size,
+            steady=self.steady_memory,
         )
         with closing(encoded):  # a consumer that stops early cancels the calls still queued
             for tokens, lengths in encoded:

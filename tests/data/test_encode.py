@@ -58,3 +58,52 @@ def test_threads_start_only_for_more_than_one_call_and_stop_with_the_consumer(by
     assert tokenize_threads()
     many.close()  # as a subset build or a finished stream does
     assert not tokenize_threads()
+
+
+def test_long_documents_never_meet_in_the_threads(byte_tokenizer, monkeypatch):
+    """The characters being encoded at once stay within threads x max_chars or the longest
+    document alone: two long documents side by side (which 3 free threads would take together)
+    are encoded one after the other, and the ids stay those of one document at a time."""
+    import dprope.data.encode as encode
+
+    lock, in_flight, most = threading.Lock(), [0], [0]
+    real = encode.encode_texts
+
+    def recording(tokenizer, texts):
+        with lock:
+            in_flight[0] += sum(map(len, texts))
+            most[0] = max(most[0], in_flight[0])
+        threading.Event().wait(0.02)  # long enough for the other threads to start their calls
+        try:
+            return real(tokenizer, texts)
+        finally:
+            with lock:
+                in_flight[0] -= sum(map(len, texts))
+
+    monkeypatch.setattr(encode, "encode_texts", recording)
+    short = [text[:500] for text in synthetic_texts(12)]
+    long = [f"{i} " + "x" * 3_000 for i in range(3)]  # each longer than 3 x max_chars, two over both
+    texts = short[:4] + long + short[4:]
+    encoded = list(
+        encoded_batches([texts], byte_tokenizer, (BOS, EOS), np.dtype(np.uint16), 3, 1, 800, steady=True)
+    )
+    assert 2 * min(map(len, long)) > max(3 * 800, max(map(len, long))) >= most[0]  # two would break it
+    tokens = np.concatenate([t for t, _ in encoded]).tolist()
+    assert tokens == [
+        i for text in texts for i in (BOS, *byte_tokenizer(text, add_special_tokens=False)["input_ids"], EOS)
+    ]
+
+
+def test_freed_memory_goes_back_after_a_long_call_and_every_few_calls(monkeypatch):
+    import dprope.data.encode as encode
+
+    trims = []
+    monkeypatch.setattr(encode, "return_freed_memory", lambda: trims.append(1))
+    freed = encode.FreedMemory(call_chars=100, every=encode.TRIM_EVERY)
+    freed.encoded(101)  # a long document: at once
+    assert len(trims) == 1
+    for _ in range(encode.TRIM_EVERY - 1):
+        freed.encoded(100)
+    assert len(trims) == 1
+    freed.encoded(100)  # TRIM_EVERY calls' worth of text
+    assert len(trims) == 2
