@@ -66,3 +66,15 @@ def test_stream_threads_do_not_change_the_sequences(stream_cfg, byte_tokenizer):
     one = stream(stream_cfg, byte_tokenizer, num_sequences=40)
     two = stream(dataclasses.replace(stream_cfg, num_proc=2), byte_tokenizer, num_sequences=40)
     assert two.threads == 2 and ids(two) == ids(one)
+
+
+def test_steady_memory_changes_no_sequence(stream_cfg, byte_tokenizer):
+    """`data.steady_memory` reaches the stream; bounded calls and allocator settings (on) give the
+    same sequences as unbounded ones (off), on several threads with calls that meet the budget."""
+    steady = stream(
+        dataclasses.replace(stream_cfg, num_proc=3, batch_size=1), byte_tokenizer, num_sequences=40
+    )
+    free = dataclasses.replace(stream_cfg, num_proc=3, batch_size=1, steady_memory=False)
+    unbounded = stream(free, byte_tokenizer, num_sequences=40)
+    assert steady.steady_memory and not unbounded.steady_memory
+    assert ids(steady) == ids(unbounded)
