@@ -15,12 +15,13 @@ Rust backend holds the GIL throughout, so it too runs in the calling thread.
 Memory: a call's `Encoding` objects take about 130 bytes a token (the byte tokenizer's strings,
 offsets and masks), so a call holds at most ``batch_size`` documents and `CALL_CHARS`
 characters (a longer document goes alone), whichever comes first; at most `QUEUE` calls per
-thread wait in flight, their results being compact arrays. The calls being encoded at once
-hold at most the larger of ``threads x CALL_CHARS`` characters and the longest document seen
-so far (`CharacterBudget`; calls start in order): two long documents never meet in the threads,
-so the transient is what the corpus's longest document needs alone, however many documents
-pass, not a growing chance that several come together. After a long document the freed pages
-go back to the system.
+thread wait in flight, their results being compact arrays. After a long document the freed
+pages go back to the system. With ``steady`` (streams), the calls being encoded at once hold at
+most the larger of ``threads x CALL_CHARS`` characters and the longest document seen so far
+(`CharacterBudget`; calls start in order), so two long documents never meet in the threads and
+the transient is what the longest document needs alone, however many documents pass; and every
+long document is encoded on one dedicated thread, so that only one malloc arena ever grows to a
+long document's size (on the shared threads, each arena would in turn).
 """
 
 from __future__ import annotations
@@ -94,13 +95,15 @@ def encoded_batches(
         return
     budget = CharacterBudget(threads * max_chars) if steady else None
     pool = ThreadPoolExecutor(threads, thread_name_prefix="tokenize")
+    long_pool = ThreadPoolExecutor(1, thread_name_prefix="tokenize-long") if steady else pool
     pending: deque = deque()
     try:
         for call in itertools.chain((first, second), calls):
             if budget is None:
                 pending.append(pool.submit(encode, call))
             else:
-                pending.append(pool.submit(budget.run, budget.ticket(call), encode, call))
+                runner = long_pool if len(call) == 1 and len(call[0]) > max_chars else pool
+                pending.append(runner.submit(budget.run, budget.ticket(call), encode, call))
             if len(pending) >= QUEUE * threads:
                 yield pending.popleft().result()
         while pending:
@@ -109,6 +112,7 @@ def encoded_batches(
         if budget is not None:
             budget.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+        long_pool.shutdown(wait=True, cancel_futures=True)
 
 
 class CharacterBudget:

@@ -61,16 +61,18 @@ def test_threads_start_only_for_more_than_one_call_and_stop_with_the_consumer(by
 
 
 def test_long_documents_never_meet_in_the_threads(byte_tokenizer, monkeypatch):
-    """The characters being encoded at once stay within threads x max_chars or the longest
-    document alone: two long documents side by side (which 3 free threads would take together)
-    are encoded one after the other, and the ids stay those of one document at a time."""
+    """With steady=True the characters being encoded at once stay within threads x max_chars or
+    the longest document alone: two long documents side by side (which 3 free threads would take
+    together) are encoded one after the other, on one dedicated thread, and the ids stay those of
+    one document at a time."""
     import dprope.data.encode as encode
 
-    lock, in_flight, most = threading.Lock(), [0], [0]
+    lock, in_flight, most, threads = threading.Lock(), [0], [0], {}
     real = encode.encode_texts
 
     def recording(tokenizer, texts):
         with lock:
+            threads.setdefault(len(texts[0]) > 800, set()).add(threading.current_thread().name)
             in_flight[0] += sum(map(len, texts))
             most[0] = max(most[0], in_flight[0])
         threading.Event().wait(0.02)  # long enough for the other threads to start their calls
@@ -88,6 +90,9 @@ def test_long_documents_never_meet_in_the_threads(byte_tokenizer, monkeypatch):
         encoded_batches([texts], byte_tokenizer, (BOS, EOS), np.dtype(np.uint16), 3, 1, 800, steady=True)
     )
     assert 2 * min(map(len, long)) > max(3 * 800, max(map(len, long))) >= most[0]  # two would break it
+    # every long document on the one dedicated thread (one malloc arena), the others never there
+    assert len(threads[True]) == 1 and next(iter(threads[True])).startswith("tokenize-long")
+    assert not any(name.startswith("tokenize-long") for name in threads[False])
     tokens = np.concatenate([t for t, _ in encoded]).tolist()
     assert tokens == [
         i for text in texts for i in (BOS, *byte_tokenizer(text, add_special_tokens=False)["input_ids"], EOS)
