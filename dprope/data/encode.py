@@ -101,9 +101,10 @@ def encoded_batches(
         for call in itertools.chain((first, second), calls):
             if budget is None:
                 pending.append(pool.submit(encode, call))
-            else:
-                runner = long_pool if len(call) == 1 and len(call[0]) > max_chars else pool
-                pending.append(runner.submit(budget.run, budget.ticket(call), encode, call))
+            else:  # a call over max_chars is one long document (`tokenizer_calls`)
+                size = sum(map(len, call))
+                runner = long_pool if size > max_chars else pool
+                pending.append(runner.submit(budget.run, budget.ticket(size), encode, call))
             if len(pending) >= QUEUE * threads:
                 yield pending.popleft().result()
         while pending:
@@ -128,9 +129,9 @@ class CharacterBudget:
         self.cancelled = False
         self.ready = threading.Condition()
 
-    def ticket(self, texts: list[str]) -> tuple[int, int]:
-        """The call's place in line and its size; raises the limit to the longest call seen."""
-        size = sum(map(len, texts))
+    def ticket(self, size: int) -> tuple[int, int]:
+        """The place in line of a call of ``size`` characters, and its size; raises the limit to
+        the longest call seen."""
         with self.ready:
             self.limit = max(self.limit, size)
             self.issued += 1

@@ -83,8 +83,8 @@ class PackedStream(torch.utils.data.IterableDataset):
     the calls in flight and one sequence, whatever the corpus size (with ``steady_memory``, the
     allocator settings of `dprope.data.memory` keep freed memory from accumulating). Global
     sequence ``g`` goes to the same rank as in `ResumableSampler` without shuffling: after
-    skipping ``consumed``, rank ``r`` of ``W`` takes ``g = consumed + r + k W``. Skipping is exact but not free: the skipped sequences are tokenized again. With
-    ``num_sequences``, each rank stops after ``(num_sequences - consumed) // W`` items, passing
+    skipping ``consumed``, rank ``r`` of ``W`` takes ``g = consumed + r + k W``. Skipping is
+    exact but not free: the skipped sequences are tokenized again. With ``num_sequences``, each rank stops after ``(num_sequences - consumed) // W`` items, passing
     over the corpus again (next epoch) when it runs out. Every rank reads and tokenizes the whole
     stream, so one DataLoader worker at most: it overlaps tokenizing with training, a second
     would only tokenize everything again.
