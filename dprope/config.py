@@ -39,6 +39,13 @@ class ConfigError(ValueError):
         return ConfigError(f"{prefix}.{self.field}", self.message)
 
 
+def check_choice(obj: Any, field: str, choices: Any) -> None:
+    """A `ConfigError` on ``field`` unless ``obj.<field>`` is one of ``choices``."""
+    value = getattr(obj, field)
+    if value not in choices:
+        raise ConfigError(field, f"must be one of {', '.join(choices)} (got {value!r})")
+
+
 def first_line(err: BaseException, with_type: bool = False) -> str:
     """The first line of an exception's message, for a one-line error (``with_type``: prefixed
     with the exception's class, where the message alone would not say what failed)."""

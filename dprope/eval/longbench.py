@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dprope.config import ConfigError, first_line
+from dprope.config import ConfigError, check_choice, first_line
 from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table
 from dprope.eval.generation import greedy_generate
 from dprope.eval.longbench_scoring import (
@@ -74,8 +74,7 @@ class LongBenchConfig:
                 raise ConfigError(name, f"must be >= 1 or null (got {value})")
         if self.reserve_tokens < 0:
             raise ConfigError("reserve_tokens", f"must be >= 0 (got {self.reserve_tokens})")
-        if self.average not in AVERAGES:
-            raise ConfigError("average", f"must be one of {', '.join(AVERAGES)} (got {self.average!r})")
+        check_choice(self, "average", AVERAGES)
 
 
 @dataclass

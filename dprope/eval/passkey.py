@@ -25,7 +25,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, check_choice
 from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table, mean
 from dprope.eval.generation import greedy_generate
 
@@ -58,8 +58,7 @@ class PasskeyConfig:
             raise ConfigError(
                 "lengths", f"must be a non-empty list of positive token counts (got {self.lengths})"
             )
-        if self.sampling not in SAMPLINGS:
-            raise ConfigError("sampling", f"must be one of {', '.join(SAMPLINGS)} (got {self.sampling!r})")
+        check_choice(self, "sampling", SAMPLINGS)
         if not self.depths or any(not 0.0 <= d <= 1.0 for d in self.depths):
             raise ConfigError(
                 "depths", f"must be a non-empty list of fractions in [0, 1] (got {self.depths})"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, check_choice
 from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table
 
 MODES = ("sliding", "truncate")
@@ -62,10 +62,8 @@ class PerplexityConfig:
                 "stride",
                 f"must be in [1, min(lengths) - 1] = [1, {min(self.lengths) - 1}] (got {self.stride})",
             )
-        if self.mode not in MODES:
-            raise ConfigError("mode", f"must be one of {', '.join(MODES)} (got {self.mode!r})")
-        if self.aggregate not in AGGREGATES:
-            raise ConfigError("aggregate", f"must be one of {', '.join(AGGREGATES)} (got {self.aggregate!r})")
+        check_choice(self, "mode", MODES)
+        check_choice(self, "aggregate", AGGREGATES)
         if self.max_documents is not None and self.max_documents < 1:
             raise ConfigError("max_documents", f"must be >= 1 or null (got {self.max_documents})")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dprope.config import ConfigError, from_mapping
+from dprope.config import ConfigError, check_choice, from_mapping
 from dprope.eval.common import BenchmarkResult, EvalContext
 from dprope.eval.longbench import LongBenchConfig, needs_model, prepare_longbench, run_longbench
 from dprope.eval.open_llm import OpenLLMConfig, prepare_open_llm, run_open_llm
@@ -96,10 +96,7 @@ class EvalConfig:
                 )
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError("tasks", f"lists a benchmark twice ({self.tasks})")
-        if self.rope_precision not in ROPE_PRECISIONS:
-            raise ConfigError(
-                "rope_precision", f"must be one of {', '.join(ROPE_PRECISIONS)} (got {self.rope_precision!r})"
-            )
+        check_choice(self, "rope_precision", ROPE_PRECISIONS)
         if self.batch_size < 1:
             raise ConfigError("batch_size", f"must be >= 1 (got {self.batch_size})")
         if self.device is not None and not (self.device == "cpu" or self.device.startswith("cuda")):

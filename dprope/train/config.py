@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dprope.config import ConfigError, to_typed
+from dprope.config import ConfigError, check_choice, to_typed
 from dprope.data.config import DataConfig
 from dprope.data.segments import ATTENTION_MODES
 from dprope.model import ModelConfig
@@ -100,28 +100,16 @@ class TrainerConfig:
             raise ConfigError("zero_stage", f"must be 0, 1, 2 or 3 (got {self.zero_stage})")
         if self.offload_params and self.zero_stage != 3:
             raise ConfigError("offload_params", "needs zero_stage 3")
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", f"must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ConfigError(
-                "attn_implementation",
-                f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)} (got {self.attn_implementation!r})",
-            )
-        if self.kernels not in KERNELS:
-            raise ConfigError("kernels", f"must be one of {', '.join(KERNELS)} (got {self.kernels!r})")
+        check_choice(self, "precision", PRECISIONS)
+        check_choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
+        check_choice(self, "kernels", KERNELS)
         if self.grad_accum_dtype not in GRAD_ACCUM_DTYPES:
             raise ConfigError(
                 "grad_accum_dtype",
                 f"must be a float type, one of {', '.join(GRAD_ACCUM_DTYPES)} (got {self.grad_accum_dtype!r})",
             )
-        if self.attention not in ATTENTION_MODES:
-            raise ConfigError(
-                "attention", f"must be one of {', '.join(ATTENTION_MODES)} (got {self.attention!r})"
-            )
-        if self.rope_precision not in ROPE_PRECISIONS:
-            raise ConfigError(
-                "rope_precision", f"must be one of {', '.join(ROPE_PRECISIONS)} (got {self.rope_precision!r})"
-            )
+        check_choice(self, "attention", ATTENTION_MODES)
+        check_choice(self, "rope_precision", ROPE_PRECISIONS)
         if not self.dist_timeout_minutes > 0:
             raise ConfigError("dist_timeout_minutes", f"must be positive (got {self.dist_timeout_minutes})")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
@@ -180,8 +168,7 @@ class LoggerConfig:
     mode: str | None = None  # online | offline | disabled; null = WANDB_MODE, else offline without an API key
 
     def __post_init__(self) -> None:
-        if self.kind not in LOGGERS:
-            raise ConfigError("kind", f"must be one of {', '.join(LOGGERS)} (got {self.kind!r})")
+        check_choice(self, "kind", LOGGERS)
         if self.mode not in (None, "online", "offline", "disabled"):
             raise ConfigError("mode", f"must be online, offline or disabled (got {self.mode!r})")
 
