@@ -62,6 +62,13 @@ def run_train(overrides: list[str], *, launcher: list[str] | None = None, timeou
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess, field: str) -> None:
+    """The run exited 2 with a single stderr line ``error: <field>: ...``."""
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), result.stderr[-2000:]
+
+
 def read_metrics(output_dir: Path) -> list[dict]:
     path = output_dir / "metrics.jsonl"
     if not path.exists():

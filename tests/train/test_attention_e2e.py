@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from dprope.config import ConfigError
-from tests.train.conftest import launch, read_metrics, run_train, small_run
+from tests.train.conftest import assert_one_line_error, launch, read_metrics, run_train, small_run
 from tests.train.test_train_e2e import wait_for_steps
 
 
@@ -22,9 +22,7 @@ from tests.train.test_train_e2e import wait_for_steps
 )
 def test_bad_attention_input_is_one_line_before_the_model_loads(overrides, field, tmp_path, data_cache):
     result = run_train([*small_run(tmp_path, data_cache), *overrides], timeout=120)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), result.stderr[-2000:]
+    assert_one_line_error(result, field)
     assert not (tmp_path / "checkpoints").exists()
 
 

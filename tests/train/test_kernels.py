@@ -11,7 +11,7 @@ from dprope.rope.registry import default_config
 from dprope.train.config import TrainerConfig
 from dprope.train.engine import build_engine, check_grad_accum_dtype, init_distributed, model_hf_config
 from dprope.train.kernels import resolve_kernels
-from tests.train.conftest import run_train, small_run
+from tests.train.conftest import assert_one_line_error, run_train, small_run
 
 
 @pytest.mark.parametrize(
@@ -50,9 +50,7 @@ def test_bad_kernel_input_fails_in_one_line_before_the_model_loads(override, fie
     if override == "trainer.kernels=liger" and torch.cuda.is_available():
         pytest.skip("liger may run with a GPU")
     result = run_train([*small_run(tmp_path, data_cache), override], timeout=120)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), result.stderr[-2000:]
+    assert_one_line_error(result, field)
     assert not (tmp_path / "config.yaml").exists()  # stopped before any work
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train.conftest import ROOT, launch, read_metrics, run_train, small_run, train_env
+from tests.train.conftest import (
+    ROOT,
+    assert_one_line_error,
+    launch,
+    read_metrics,
+    run_train,
+    small_run,
+    train_env,
+)
 
 STEPS = 12
 SAVE_EVERY = 3
@@ -279,9 +287,7 @@ def test_bad_input_fails_in_one_line_before_the_model_loads(override, field, tmp
     if field == "trainer.precision" and torch.cuda.is_available():
         pytest.skip("bf16 is valid with a GPU")
     result = run_train([*small_run(tmp_path, data_cache), override], timeout=120)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), result.stderr[-2000:]
+    assert_one_line_error(result, field)
     assert not (tmp_path / "checkpoints").exists()
 
 
