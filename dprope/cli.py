@@ -45,10 +45,11 @@ def schemas() -> dict[str, Any]:
     from dprope.eval.suite import EvalConfig
     from dprope.model import ModelConfig
     from dprope.reproduce.config import ReproduceConfig
+    from dprope.rope.precision_analysis import PrecisionConfig
     from dprope.rope.registry import STRATEGIES
     from dprope.rope.report import AnalysisConfig
-    from dprope.rope.shift_analysis import PrecisionConfig
-    from dprope.train.config import LoggerConfig, TrainerConfig
+    from dprope.tracking import LoggerConfig
+    from dprope.train.config import TrainerConfig
 
     nodes: dict[str, Any] = {
         "model": ModelConfig,

@@ -14,7 +14,7 @@ from pathlib import Path
 from dprope.cli import hydra_main
 from dprope.config import to_typed
 from dprope.model import ModelConfig
-from dprope.rope.shift_analysis import PrecisionConfig, format_table, measure, write_figure, write_json
+from dprope.rope.precision_analysis import PrecisionConfig, format_table, measure, write_figure, write_json
 from dprope.train.engine import check_pretrained
 
 

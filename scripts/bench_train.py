@@ -104,7 +104,7 @@ def _run_dprope(spec: dict) -> dict:
 
     from dprope.data import collate_packed
     from dprope.train.engine import build_engine
-    from dprope.train.kernels import resolve_kernels
+    from dprope.train.liger import resolve_kernels
     from dprope.train.long_context import LongContext
     from dprope.train.loop import Job, train_step
     from dprope.train.metrics import non_embedding_parameters
@@ -262,7 +262,7 @@ def worker(spec: dict) -> dict:
 def cannot_run(spec: dict) -> str | None:
     """Why a configuration cannot run on this machine (liger without CUDA), known without a process."""
     from dprope.config import ConfigError
-    from dprope.train.kernels import resolve_kernels
+    from dprope.train.liger import resolve_kernels
 
     try:
         resolve_kernels(spec["trainer"].get("kernels", "none"), "llama")

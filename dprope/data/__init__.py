@@ -3,8 +3,8 @@ cache, and sample resumably across ranks. See `dprope.data.build` for the order 
 
 from dprope.data.build import build_train_dataset
 from dprope.data.config import EMBEDDED, DataConfig, data_config
+from dprope.data.dataset import PackedDataset, PackedStream
 from dprope.data.evaluation import eval_documents
-from dprope.data.packed import PackedDataset, PackedStream
 from dprope.data.sampler import ResumableSampler, collate_packed, cumulative_lengths
 from dprope.data.tokenizer import byte_tokenizer, load_tokenizer, tokenizer_fingerprint
 

@@ -23,8 +23,8 @@ from typing import Any
 from dprope.config import ConfigError
 from dprope.data import cache
 from dprope.data.config import DataConfig
+from dprope.data.dataset import PackedDataset, PackedStream
 from dprope.data.encode import encoded_batches
-from dprope.data.packed import PackedDataset, PackedStream
 from dprope.data.packing import token_dtype
 from dprope.data.sources import load_documents, source_fingerprint
 from dprope.data.tokenizer import tokenizer_fingerprint

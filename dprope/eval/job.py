@@ -11,7 +11,7 @@ from dprope.data.config import DataConfig
 from dprope.eval.suite import EvalConfig
 from dprope.model import ModelConfig
 from dprope.rope.registry import RopeConfig
-from dprope.train.config import LoggerConfig
+from dprope.tracking import LoggerConfig
 
 
 @dataclass

@@ -105,7 +105,7 @@ def apply_strategy(checkpoint: Checkpoint, rope: RopeConfig, model: ModelConfig)
     The checkpoint is renamed ``<name>-<strategy>-x<factor>`` and its ``strategy`` record names
     the strategy, factor, per-pair factors and exported rope_parameters.
     """
-    from dprope.train.loop import strategy_summary
+    from dprope.rope.summary import strategy_summary
 
     hf_config = checkpoint.hf_config
     params = getattr(hf_config, "rope_parameters", None) or {}
@@ -149,7 +149,7 @@ def load_eval_tokenizer(checkpoint: Checkpoint):
 
 def load_model(checkpoint: Checkpoint, device: str, rope_precision: str = "model"):
     """The causal LM in eval mode on ``device``: bf16 on CUDA, fp32 elsewhere; the rotary
-    rotation in ``rope_precision`` (`dprope.rope.precision`)."""
+    rotation in ``rope_precision`` (`dprope.rope.rotation`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -165,7 +165,7 @@ def load_model(checkpoint: Checkpoint, device: str, rope_precision: str = "model
         raise ConfigError(
             "model.pretrained", f"cannot load {checkpoint.source!r}: {first_line(err)}"
         ) from None
-    from dprope.rope.precision import apply_rope_precision
+    from dprope.rope.rotation import apply_rope_precision
 
     apply_rope_precision(model, rope_precision)
     return model.to(device).eval()

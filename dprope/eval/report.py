@@ -93,10 +93,10 @@ def flat_scores(report: EvalReport) -> dict[str, float]:
 def log_to_wandb(logger, run_dir: Path, report: EvalReport, figures: list[Path]) -> None:
     """One wandb run per evaluation: the settings as its config, the scores in its summary and
     the figures as images. ``logger`` is the `logger` group's `LoggerConfig`; the mode follows
-    `dprope.train.tracking.wandb_mode` (offline without an API key, never a login prompt)."""
+    `dprope.tracking.wandb_mode` (offline without an API key, never a login prompt)."""
     import wandb
 
-    from dprope.train.tracking import wandb_mode
+    from dprope.tracking import wandb_mode
 
     run = wandb.init(
         project=logger.project,

@@ -19,7 +19,7 @@ from dprope.eval.open_llm import OpenLLMConfig, prepare_open_llm, run_open_llm
 from dprope.eval.passkey import PasskeyConfig, prepare_passkey, run_passkey
 from dprope.eval.perplexity import PerplexityConfig, prepare_perplexity, resolve_lengths, run_perplexity
 from dprope.eval.ruler import RulerConfig, prepare_ruler, run_ruler
-from dprope.rope.precision import ROPE_PRECISIONS
+from dprope.rope.rotation import ROPE_PRECISIONS
 
 
 @dataclass(frozen=True)

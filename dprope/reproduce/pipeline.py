@@ -88,7 +88,8 @@ class Pipeline:
         return Stage("analysis", key, run)
 
     def _run_config(self, directory: Path, model, rope, max_length: int, seed: int, phase) -> Any:
-        from dprope.train.config import LoggerConfig, RunConfig
+        from dprope.tracking import LoggerConfig
+        from dprope.train.config import RunConfig
 
         repro = self.repro
         trainer = dataclasses.replace(

@@ -1,4 +1,4 @@
-"""Typed configs of the trainer (`configs/trainer/*.yaml`) and the logger (`configs/logger/*.yaml`).
+"""The typed config of the trainer (`configs/trainer/*.yaml`) and of a whole run.
 
 `RunConfig` gathers a run's typed parts. Defaults are the paper's (appendix B.1): AdamW (0.9, 0.999), lr 2e-5, no warmup, no weight
 decay, DeepSpeed ZeRO-3, global batch 64.
@@ -13,14 +13,14 @@ from dprope.config import ConfigError, check_choice, to_typed
 from dprope.data.config import DataConfig
 from dprope.data.segments import ATTENTION_MODES
 from dprope.model import ModelConfig
-from dprope.rope.precision import ROPE_PRECISIONS
 from dprope.rope.registry import RopeConfig
+from dprope.rope.rotation import ROPE_PRECISIONS
+from dprope.tracking import LoggerConfig
 
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
 KERNELS = ("auto", "liger", "none")
 GRAD_ACCUM_DTYPES = ("fp32", "bf16")
-LOGGERS = ("none", "wandb")
 # Exit code of a run stopped by SIGTERM/SIGUSR1 after saving a checkpoint (EX_TEMPFAIL): a batch
 # script requeues the job on it, and `trainer.resume=auto` continues from that checkpoint.
 EXIT_PREEMPTED = 75
@@ -156,21 +156,6 @@ class TrainerConfig:
                 f"= {self.micro_batch_size} x {world_size}",
             )
         return self.global_batch_size // (self.micro_batch_size * data_parallel)
-
-
-@dataclass
-class LoggerConfig:
-    kind: str = "none"  # none | wandb (metrics.jsonl and the console are always written)
-    project: str = "dprope"  # wandb project
-    entity: str | None = None  # wandb entity (team or user); null = the default
-    run_name: str | None = None  # null = the last component of trainer.output_dir
-    tags: list[str] = field(default_factory=list)  # wandb tags
-    mode: str | None = None  # online | offline | disabled; null = WANDB_MODE, else offline without an API key
-
-    def __post_init__(self) -> None:
-        check_choice(self, "kind", LOGGERS)
-        if self.mode not in (None, "online", "offline", "disabled"):
-            raise ConfigError("mode", f"must be online, offline or disabled (got {self.mode!r})")
 
 
 @dataclass

@@ -22,11 +22,11 @@ import torch
 
 from dprope.config import ConfigError, first_line, local_path
 from dprope.model import ModelConfig, apply_rope, flash_attn_available
-from dprope.rope.precision import apply_rope_precision
 from dprope.rope.registry import RopeConfig
+from dprope.rope.rotation import apply_rope_precision
 from dprope.rope.strategies import RopeScaling
 from dprope.train.config import TrainerConfig
-from dprope.train.kernels import apply_kernels
+from dprope.train.liger import apply_kernels
 from dprope.train.long_context import (
     LongContext,
     apply_tiled_mlp,
@@ -291,7 +291,7 @@ def build_engine(
     load_universal: bool = False,
 ):
     """Load the model from ``hf_config`` (the strategy already applied, see `model_hf_config`),
-    apply the resolved ``kernels`` (`dprope.train.kernels`) and wrap it in a DeepSpeed engine in
+    apply the resolved ``kernels`` (`dprope.train.liger`) and wrap it in a DeepSpeed engine in
     training mode. Returns ``(engine, ds_config)``.
 
     With a `LongContext` plan, DeepSpeed's ALST parts go in before the wrap: Ulysses attention and
@@ -307,7 +307,7 @@ def build_engine(
 
         keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must live while the model loads)
     model = build_model(model_cfg, hf_config, precision, attention, trainer.seed)
-    patched = apply_rope_precision(model, trainer.rope_precision)  # before the wrap (dprope.rope.precision)
+    patched = apply_rope_precision(model, trainer.rope_precision)  # before the wrap (dprope.rope.rotation)
     log.info("rotary rotation precision: %s (%d module(s) patched)", trainer.rope_precision, patched)
     if trainer.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -13,7 +13,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ from dprope.config import ConfigError
 from dprope.data import PackedStream, ResumableSampler, build_train_dataset, collate_packed
 from dprope.data.segments import collate_documents
 from dprope.data.tokenizer import load_tokenizer
-from dprope.rope.analysis import DisturbanceAnalyzer
-from dprope.rope.registry import RopeConfig, rope_parameters
 from dprope.rope.strategies import RopeScaling
+from dprope.rope.summary import strategy_summary
+from dprope.tracking import Tracker
 from dprope.train import checkpoint
 from dprope.train.attention import kernel_description, model_inputs
 from dprope.train.config import EXIT_NON_FINITE, EXIT_PREEMPTED, RunConfig
@@ -46,35 +46,14 @@ from dprope.train.engine import (
     resolve_precision,
 )
 from dprope.train.export import export_hf
-from dprope.train.kernels import resolve_kernels
+from dprope.train.liger import resolve_kernels
 from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
 from dprope.train.metrics import MetricsLog, model_flops_per_token, peak_flops, peak_memory_gib
 from dprope.train.signals import StopRequest
-from dprope.train.tracking import Tracker
 
 __all__ = ["Job", "RunConfig", "StepResult", "set_up", "train", "train_step"]
 
 log = logging.getLogger(__name__)
-
-
-def strategy_summary(rope: RopeConfig, scaling: RopeScaling, num_intervals: int = 360) -> dict[str, Any]:
-    """The strategy's per-pair factors and total disturbance, as logged and exported."""
-    analyzer = DisturbanceAnalyzer(
-        scaling.head_dim,
-        scaling.rope_theta,
-        scaling.original_length,
-        getattr(rope, "num_intervals", num_intervals),
-    )
-    return {
-        "strategy": rope.name,
-        "factor": rope.factor,
-        "target_length": scaling.target_length,
-        "disturbance": analyzer.total(analyzer.per_pair(scaling)),
-        "scaling_factors": scaling.scaling_factors.tolist(),
-        "attention_factor": scaling.attention_factor,
-        "rope_parameters": rope_parameters(rope, scaling),
-        "config": asdict(rope),
-    }
 
 
 def train_loader(

@@ -104,7 +104,7 @@ def test_wandb_offline_run_gets_scores_and_plots(tmp_path, monkeypatch):
     from dprope.eval.plots import plot_benchmark
     from dprope.eval.report import flat_scores, log_to_wandb
     from dprope.eval.suite import EvalReport
-    from dprope.train.config import LoggerConfig
+    from dprope.tracking import LoggerConfig
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

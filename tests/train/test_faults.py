@@ -13,7 +13,8 @@ import torch
 from dprope.data import EMBEDDED
 from dprope.model import ModelConfig
 from dprope.rope.registry import rope_config
-from dprope.train.config import EXIT_NON_FINITE, LoggerConfig, RunConfig, TrainerConfig
+from dprope.tracking import LoggerConfig
+from dprope.train.config import EXIT_NON_FINITE, RunConfig, TrainerConfig
 from dprope.train.engine import build_engine, init_distributed, model_hf_config
 
 

@@ -8,7 +8,7 @@ it. `measure` repeats their measurement on any Llama-family model for three sett
 
 - ``bf16 / model rotation``: bf16 weights, transformers' rotation (cos/sin cast to bf16);
 - ``bf16 / fp32 rotation``: bf16 weights, q/k rotated in float32 then cast back
-  (`dprope.rope.precision`, ``trainer.rope_precision=fp32``);
+  (`dprope.rope.rotation`, ``trainer.rope_precision=fp32``);
 - ``float32``: the whole model in float32 (the reference that only float32 rounding disturbs).
 
 Reported per setting: the mean absolute logit difference (pre-softmax, causal pairs, all layers
@@ -29,7 +29,7 @@ import torch
 
 from dprope.config import ConfigError
 from dprope.figures import pyplot, save_figure
-from dprope.rope.precision import apply_rope_precision
+from dprope.rope.rotation import apply_rope_precision
 
 PROBE = "dprope_logit_probe"
 SETTINGS = ("bf16 / model rotation", "bf16 / fp32 rotation", "float32")

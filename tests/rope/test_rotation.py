@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dprope.rope.precision import apply_rope_precision, rotate_in_float32
+from dprope.rope.rotation import apply_rope_precision, rotate_in_float32
 
 
 def exact_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def test_float32_rotation_is_one_rounding_from_the_exact_one():
 def test_shifted_positions_move_bf16_logits_and_fp32_rotation_moves_them_less(tiny_model_cfg):
     from transformers import AutoModelForCausalLM
 
-    from dprope.rope.shift_analysis import PrecisionConfig, measure
+    from dprope.rope.precision_analysis import PrecisionConfig, measure
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_model_cfg.hf_config()).eval()

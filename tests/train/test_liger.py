@@ -10,7 +10,7 @@ from dprope.config import ConfigError
 from dprope.rope.registry import default_config
 from dprope.train.config import TrainerConfig
 from dprope.train.engine import build_engine, check_grad_accum_dtype, init_distributed, model_hf_config
-from dprope.train.kernels import resolve_kernels
+from dprope.train.liger import resolve_kernels
 from tests.train.conftest import assert_one_line_error, run_train, small_run
 
 
@@ -78,7 +78,7 @@ def test_kernel_patching_stays_on_the_instance(tiny_model_cfg):
     from transformers import LlamaForCausalLM
     from transformers.models.llama import modeling_llama
 
-    from dprope.train.kernels import _instance_only
+    from dprope.train.liger import _instance_only
 
     model = LlamaForCausalLM(tiny_model_cfg.hf_config())
     norm_class, rotate, forward = (

@@ -1,13 +1,33 @@
-"""Experiment tracking: wandb when configured, nothing otherwise (metrics.jsonl is always written)."""
+"""Experiment tracking, shared by training and evaluation: the `logger` config group
+(`configs/logger/*.yaml`) and wandb when configured, nothing otherwise (training always writes
+metrics.jsonl, evaluation results.json)."""
 
 from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dprope.train.config import LoggerConfig
+from dprope.config import ConfigError, check_choice
+
+LOGGERS = ("none", "wandb")
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "none"  # none | wandb (metrics.jsonl and the console are always written)
+    project: str = "dprope"  # wandb project
+    entity: str | None = None  # wandb entity (team or user); null = the default
+    run_name: str | None = None  # null = the last component of trainer.output_dir
+    tags: list[str] = field(default_factory=list)  # wandb tags
+    mode: str | None = None  # online | offline | disabled; null = WANDB_MODE, else offline without an API key
+
+    def __post_init__(self) -> None:
+        check_choice(self, "kind", LOGGERS)
+        if self.mode not in (None, "online", "offline", "disabled"):
+            raise ConfigError("mode", f"must be online, offline or disabled (got {self.mode!r})")
 
 
 def wandb_mode(cfg: LoggerConfig) -> str:
