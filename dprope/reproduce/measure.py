@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dprope.eval.perplexity import perplexity
+from dprope.eval.benchmarks.perplexity.windows import perplexity
 
 
 @torch.inference_mode()

@@ -7,8 +7,10 @@ import json
 import pytest
 
 from dprope.config import ConfigError
+from dprope.eval.benchmarks.open_llm import prepare_open_llm
+from dprope.eval.benchmarks.open_llm.config import OpenLLMConfig
 from dprope.eval.common import EvalContext
-from dprope.eval.open_llm import LmEvalTask, OpenLLMConfig, prepare_open_llm, task_score
+from dprope.eval.harness import LmEvalTask, task_score
 
 TASK_YAML = """\
 task: tiny_arith
@@ -62,8 +64,6 @@ def test_paper_settings_by_default():
 
 
 def test_subtask_mean_is_unweighted_over_the_leaves():
-    from dprope.eval.open_llm import LmEvalTask, task_score
-
     # lm-eval's group score weighs subjects by size: (0.5 x 100 + 1.0 x 300) / 400 = 0.875
     results = {
         "results": {
@@ -75,11 +75,14 @@ def test_subtask_mean_is_unweighted_over_the_leaves():
         },
         "group_subtasks": {"mmlu": ["mmlu_stem", "mmlu_law"], "mmlu_stem": ["mmlu_algebra", "mmlu_physics"]},
     }
-    assert task_score(results, LmEvalTask("mmlu", 5, "acc", subtask_mean=True), 0) == (
+    assert task_score(results, LmEvalTask("mmlu", 5, "acc", subtask_mean=True), "eval.open_llm.tasks[0]") == (
         pytest.approx(250 / 3),
         None,
     )
-    assert task_score(results, LmEvalTask("mmlu", 5, "acc"), 0) == (pytest.approx(87.5), pytest.approx(1.0))
+    assert task_score(results, LmEvalTask("mmlu", 5, "acc"), "eval.open_llm.tasks[0]") == (
+        pytest.approx(87.5),
+        pytest.approx(1.0),
+    )
 
 
 def test_unknown_task_and_missing_metric_name_the_field(task_dir):
@@ -91,7 +94,11 @@ def test_unknown_task_and_missing_metric_name_the_field(task_dir):
     ):
         prepare_open_llm(cfg, EvalContext(max_positions=1024))
     with pytest.raises(ConfigError, match=r"eval.open_llm.tasks\[0\].metric: tiny_arith reports no 'f1'"):
-        task_score({"results": {"tiny_arith": {"acc,none": 0.5}}}, LmEvalTask("tiny_arith", 0, "f1"), 0)
+        task_score(
+            {"results": {"tiny_arith": {"acc,none": 0.5}}},
+            LmEvalTask("tiny_arith", 0, "f1"),
+            "eval.open_llm.tasks[0]",
+        )
     with pytest.raises(ConfigError, match="eval.open_llm.include_path: no directory"):
         prepare_open_llm(
             OpenLLMConfig(include_path=str(task_dir / "missing")), EvalContext(max_positions=1024)

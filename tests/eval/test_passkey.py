@@ -9,18 +9,18 @@ import random
 import pytest
 
 from dprope.config import ConfigError
-from dprope.eval.common import EvalContext
-from dprope.eval.passkey import (
+from dprope.eval.benchmarks.passkey.config import PasskeyConfig
+from dprope.eval.benchmarks.passkey.prompts import (
     FILLER,
     KEY_LINE,
     QUESTION,
     TASK_DESCRIPTION,
-    PasskeyConfig,
     PasskeyPromptBuilder,
-    is_correct,
     prepare_passkey,
     prompt_text,
 )
+from dprope.eval.benchmarks.passkey.scoring import is_correct
+from dprope.eval.common import EvalContext
 
 # The YaRN repository's eval/passkey.py generate_prompt(n_garbage) after random.seed(seed):
 # (seed, n_garbage, pass key, sha256 of the prompt string it returns)

@@ -12,16 +12,10 @@ import pytest
 import torch
 
 from dprope.config import ConfigError
+from dprope.eval.benchmarks.perplexity.config import PerplexityConfig
+from dprope.eval.benchmarks.perplexity.data import default_lengths, prepare_perplexity
+from dprope.eval.benchmarks.perplexity.windows import document_nll, document_windows, perplexity, plan_windows
 from dprope.eval.common import EvalContext
-from dprope.eval.perplexity import (
-    PerplexityConfig,
-    default_lengths,
-    document_nll,
-    document_windows,
-    perplexity,
-    plan_windows,
-    prepare_perplexity,
-)
 
 
 class BigramStub(torch.nn.Module):

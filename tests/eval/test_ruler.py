@@ -11,19 +11,18 @@ import re
 import pytest
 
 from dprope.config import ConfigError
-from dprope.eval.common import EvalContext
-from dprope.eval.ruler import RulerConfig, prepare_ruler, score_ruler
-from dprope.eval.ruler_data import english_words, key_parts, split_sentences
-from dprope.eval.ruler_tasks import (
-    NOISE,
-    TASKS,
+from dprope.eval.benchmarks.ruler.config import RulerConfig
+from dprope.eval.benchmarks.ruler.data import prepare_ruler
+from dprope.eval.benchmarks.ruler.scoring import (
     clean_prediction,
-    largest_fitting,
-    listed,
     score,
+    score_ruler,
     string_match_all,
     string_match_part,
 )
+from dprope.eval.benchmarks.ruler.sources import english_words, key_parts, split_sentences
+from dprope.eval.benchmarks.ruler.tasks import NOISE, TASKS, largest_fitting, listed
+from dprope.eval.common import EvalContext
 
 LENGTH = 3000  # below 4096: RULER's short-length variants (CWE frequencies, steps of 5)
 CTX = EvalContext(max_positions=16384, progress=False)
@@ -452,7 +451,7 @@ def test_haystack_sizes_equal_the_official_generators(prepared, byte_tokenizer, 
 
 
 def test_cwe_refuses_a_length_its_word_list_cannot_fill(byte_tokenizer, monkeypatch):
-    import dprope.eval.ruler_tasks as ruler_tasks
+    import dprope.eval.benchmarks.ruler.tasks as ruler_tasks
 
     monkeypatch.setattr(ruler_tasks, "english_words", lambda: english_words()[:60])  # a short list
     with pytest.raises(ConfigError, match="^eval.ruler.lengths: 3000 tokens take more words than the 60 of"):

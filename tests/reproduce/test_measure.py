@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dprope.eval.perplexity import perplexity
+from dprope.eval.benchmarks.perplexity.windows import perplexity
 from dprope.reproduce.measure import loss_by_position, measure
 
 
