@@ -134,11 +134,16 @@ def perplexity(
     batch_size: int = 1,
     progress: bool = False,
     *,
-    bos: int | None = None,
-    aggregate: str = "token",
+    bos: int | None,
+    aggregate: str = "window",
     truncate: bool = False,
 ) -> PerplexityScore:
-    """Perplexity of ``documents`` (token-id lists) at ``window``; see the module docstring."""
+    """Perplexity of ``documents`` (token-id lists) at ``window``; see the module docstring.
+
+    ``bos`` (the id put before every window, or None for windows of document tokens only) has no
+    default: the config's default puts the tokenizer's BOS there, which only the caller knows.
+    ``aggregate`` and ``truncate`` default to the config's ``aggregate=window`` and ``mode=sliding``.
+    """
     docs = list(documents)
     windows: list[tuple[float, int]] = []
     for ids in tqdm(docs, desc=f"perplexity@{window}", disable=not progress, leave=False):
