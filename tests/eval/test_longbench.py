@@ -162,6 +162,7 @@ def test_missing_file_and_unknown_dataset(tmp_path):
 def test_end_to_end_all_datasets_on_the_tiny_model_and_rescoring_gives_the_same(
     tiny_eval_model, longbench_dir, tmp_path
 ):
+    from dprope.eval.benchmarks import BENCHMARKS
     from dprope.eval.suite import EvalConfig, run_suite
 
     settings = EvalConfig(
@@ -181,6 +182,8 @@ def test_end_to_end_all_datasets_on_the_tiny_model_and_rescoring_gives_the_same(
         and "| **macro over datasets** |" in result.markdown
     )
     json.dumps(result.samples)
+    figures = BENCHMARKS["longbench_e"].plot(result, "tiny", tmp_path)
+    assert [p.name for p in figures] == ["longbench_e.png", "longbench_e_datasets.png"]
 
     # the official files written by the run, re-scored without a model: the same result
     for relative, text in result.files.items():
