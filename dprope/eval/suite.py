@@ -9,7 +9,7 @@ benchmarks run (`run`), so a bad path, length or data file costs seconds, not a 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dprope.config import ConfigError, check_choice, from_mapping
@@ -59,15 +59,23 @@ class RunSettings:
         return any(benchmark.reads_data(cfg) for benchmark, cfg in self.selected())
 
 
-# The `eval` config: the run-wide settings, then ``<name>: <its config>`` for each registered
-# benchmark, in the registry's order (so a new benchmark needs no line here).
-EvalConfig = make_dataclass(
-    "EvalConfig",
-    [(name, b.config, field(default_factory=b.config)) for name, b in BENCHMARKS.items()],
-    bases=(RunSettings,),
-)
-# where pickle (a SLURM job) finds it; make_dataclass's own `module` argument needs Python 3.12
-EvalConfig.__module__ = __name__
+def _benchmark_sections(cls: type) -> type:
+    """Add ``<name>: <its config>`` (default: the config's defaults) for each registered benchmark,
+    in the registry's order, so that a new benchmark needs no line here."""
+    annotations = dict(cls.__dict__.get("__annotations__", {}))
+    for name, benchmark in BENCHMARKS.items():
+        annotations[name] = benchmark.config
+        setattr(cls, name, field(default_factory=benchmark.config))
+    cls.__annotations__ = annotations
+    return cls
+
+
+@dataclass
+@_benchmark_sections
+class EvalConfig(RunSettings):
+    """The `eval` config: the run-wide settings (`RunSettings`), then ``eval.<name>`` for each
+    registered benchmark, typed by its config (``dprope/eval/benchmarks/<name>/config.py``, where
+    each key is documented)."""
 
 
 def eval_config(mapping: Mapping[str, Any] | None) -> EvalConfig:
