@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dprope.cli import hydra_main
 from dprope.eval.job import EvalJob
-from dprope.eval.report import log_to_wandb, write_results
+from dprope.eval.report import log_to_wandb, write_figures, write_results
 from dprope.eval.suite import EvalReport, run_suite
 
 
@@ -36,12 +36,7 @@ def main(cfg, job: EvalJob) -> None:
         write_results(report, output_dir)
 
     report = run_suite(job.model, settings, job.data, on_result, job.rope)
-    figures = []
-    if settings.plots:
-        from dprope.eval.plots import plot_benchmark
-
-        for result in report.benchmarks.values():
-            figures += plot_benchmark(result, job.model.name, output_dir)
+    figures = write_figures(report, job.model.name, output_dir) if settings.plots else []
     for path in [*write_results(report, output_dir), *figures]:
         print(f"wrote: {path}")
 

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from dprope.config import ConfigError
-from dprope.eval.common import TITLES, markdown_table
+from dprope.eval.benchmark import Display
+from dprope.eval.benchmarks import BENCHMARKS
+from dprope.eval.common import markdown_table
 from dprope.eval.plots import plot_summaries
+
+
+def display_of(benchmark: str) -> Display:
+    """How a benchmark is shown: its own `Display`, or plain defaults for a name not registered
+    here (a results.json written by another version)."""
+    return BENCHMARKS[benchmark].display if benchmark in BENCHMARKS else Display(benchmark)
 
 
 def load_run(path: str, field: str = "runs") -> dict[str, Any]:
@@ -63,10 +71,8 @@ def comparison_markdown(tables: dict[str, dict[str, dict[str, float]]]) -> str:
         if any("avg" in row for row in rows.values()):
             columns.append("avg")
         body = [[label, *(_value(row.get(c)) for c in columns)] for label, row in rows.items()]
-        digits = 3 if benchmark == "perplexity" else 2
-        sections.append(
-            f"## {TITLES.get(benchmark, benchmark)}\n\n" + markdown_table(["model", *columns], body, digits)
-        )
+        display = display_of(benchmark)
+        sections.append(f"## {display.title}\n\n" + markdown_table(["model", *columns], body, display.digits))
     return "\n\n".join(sections) + "\n"
 
 
@@ -90,5 +96,5 @@ def write_comparison(
     )
     for benchmark, rows in tables.items():
         clean = {label: {k: v for k, v in row.items() if v is not None} for label, row in rows.items()}
-        written.append(plot_summaries(clean, benchmark, output_dir / f"{benchmark}.png"))
+        written.append(plot_summaries(clean, display_of(benchmark), output_dir / f"{benchmark}.png"))
     return markdown, written

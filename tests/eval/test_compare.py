@@ -101,8 +101,7 @@ def test_same_model_name_twice_is_told_apart_by_directory(tmp_path):
 def test_wandb_offline_run_gets_scores_and_plots(tmp_path, monkeypatch):
     """logger=wandb without an API key: an offline run in the run directory, never a prompt."""
     from dprope.eval.common import BenchmarkResult
-    from dprope.eval.plots import plot_benchmark
-    from dprope.eval.report import flat_scores, log_to_wandb
+    from dprope.eval.report import flat_scores, log_to_wandb, write_figures
     from dprope.eval.suite import EvalReport
     from dprope.tracking import LoggerConfig
 
@@ -111,6 +110,6 @@ def test_wandb_offline_run_gets_scores_and_plots(tmp_path, monkeypatch):
     result = BenchmarkResult("perplexity", {"128": 12.5, "256": 11.0})
     report = EvalReport({"name": "tiny"}, {"tasks": ["perplexity"]}, {"perplexity": result})
     assert flat_scores(report) == {"perplexity/128": 12.5, "perplexity/256": 11.0}
-    figures = plot_benchmark(result, "tiny", tmp_path)
+    figures = write_figures(report, "tiny", tmp_path)
     log_to_wandb(LoggerConfig(kind="wandb", project="dprope-test"), tmp_path, report, figures)
     assert list((tmp_path / "wandb").glob("offline-run-*"))

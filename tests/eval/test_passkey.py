@@ -1,26 +1,29 @@
 """Passkey retrieval: the prompt string against the original generator, lengths, the random and grid
-draws, scoring, and a tiny end-to-end run."""
+draws, scoring, and end-to-end runs on the tiny model whose answers are controlled, so that the
+score grid is known."""
 
 from __future__ import annotations
 
 import hashlib
 import random
+import re
 
 import pytest
 
 from dprope.config import ConfigError
-from dprope.eval.common import EvalContext
-from dprope.eval.passkey import (
+from dprope.eval.benchmarks.passkey import BENCHMARK
+from dprope.eval.benchmarks.passkey.config import PasskeyConfig
+from dprope.eval.benchmarks.passkey.prompts import (
     FILLER,
     KEY_LINE,
     QUESTION,
     TASK_DESCRIPTION,
-    PasskeyConfig,
     PasskeyPromptBuilder,
-    is_correct,
     prepare_passkey,
     prompt_text,
 )
+from dprope.eval.benchmarks.passkey.scoring import is_correct
+from dprope.eval.common import EvalContext
 
 # The YaRN repository's eval/passkey.py generate_prompt(n_garbage) after random.seed(seed):
 # (seed, n_garbage, pass key, sha256 of the prompt string it returns)
@@ -137,19 +140,59 @@ def test_config_validation_names_the_field(field, value):
         PasskeyConfig(**{field: value})
 
 
-def test_end_to_end_on_the_tiny_model(tiny_eval_model):
+class ControlledAnswers:
+    """The generation backend of a run: reads each prompt (byte tokenizer) and answers by a rule
+    on the key's place, so the score grid is known before the scorer computes it. A wrong answer
+    holds the key after another number: only the first integer counts."""
+
+    def __init__(self, rule):
+        self.rule, self.calls = rule, []
+
+    def __call__(self, model, tokenizer, prompts, max_new_tokens, **kwargs):
+        self.calls.append((type(model).__name__, len(prompts), max_new_tokens, kwargs["batch_size"]))
+        answers = []
+        for ids in prompts:
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            key = re.search(r"The pass key is (\d+)\.", text).group(1)
+            _, before, _, after, _ = text.split("\n")
+            right = self.rule(len(ids), len(before) / (len(before) + len(after)))
+            answers.append(f" {key}. The pass key is {key}." if right else f" 7, not {key}")
+        return answers
+
+
+def _run(tiny_eval_model, passkey: PasskeyConfig, rule) -> tuple:
+    from dprope.eval.backends import Backends
     from dprope.eval.suite import EvalConfig, run_suite
 
-    settings = EvalConfig(
-        tasks=["passkey"],
-        batch_size=8,
-        progress=False,
-        passkey=PasskeyConfig(lengths=[300, 512], sampling="grid", depths=[0.0, 0.5, 1.0], trials=2),
-    )
-    report = run_suite(tiny_eval_model, settings)
+    answers = ControlledAnswers(rule)
+    settings = EvalConfig(tasks=["passkey"], batch_size=8, progress=False, passkey=passkey)
+    report = run_suite(tiny_eval_model, settings, backends=Backends(generate=answers))
+    return report, answers
+
+
+def test_end_to_end_grid_scores_the_known_answers(tiny_eval_model, tmp_path):
+    """Right at length 300; at 512 only when the key sits in the first 30% of the filler."""
+    cfg = PasskeyConfig(lengths=[300, 512], sampling="grid", depths=[0.0, 0.5, 1.0], trials=2)
+    report, answers = _run(tiny_eval_model, cfg, lambda tokens, share: tokens <= 300 or share < 0.3)
     result = report.benchmarks["passkey"]
-    assert set(result.summary) == {"300", "512", "avg"}
-    assert all(0.0 <= v <= 100.0 for v in result.summary.values())
-    assert len(result.details["accuracy"]) == 2 and len(result.details["accuracy"][0]) == 3
-    assert len(result.samples) == 12
+    assert answers.calls == [("LlamaForCausalLM", 12, 10, 8)]  # the loaded model, every prompt at once
+    assert result.details["accuracy"] == [[100.0, 100.0, 100.0], [100.0, 0.0, 0.0]]  # (lengths, depths)
+    assert result.summary == {"300": 100.0, "512": pytest.approx(100 / 3), "avg": pytest.approx(200 / 3)}
+    assert [s["correct"] for s in result.samples if s["length"] == 512] == [True, True] + [False] * 4
+    assert "| accuracy | 100.0 | 33.3 | 66.7 |" in result.markdown
     assert report.model["max_position_embeddings"] == 1024
+    figures = BENCHMARK.plot(result, "tiny", tmp_path)
+    assert [p.name for p in figures] == ["passkey.png", "passkey_heatmap.png"]
+
+
+def test_end_to_end_random_depths_are_binned_into_fifths(tiny_eval_model):
+    """Random split points: right when less than 40% of the filler comes before the key, so the
+    first two fifths score 100 and the other three 0 (each fifth holds some of the 40 draws)."""
+    cfg = PasskeyConfig(lengths=[400], trials=40)
+    report, _ = _run(tiny_eval_model, cfg, lambda tokens, share: share < 0.4)
+    result = report.benchmarks["passkey"]
+    assert result.details["depths"] == [0.1, 0.3, 0.5, 0.7, 0.9]
+    assert result.details["accuracy"] == [[100.0, 100.0, 0.0, 0.0, 0.0]]
+    right = sum(s["depth"] < 0.4 for s in result.samples)
+    assert 0 < right < 40 and result.summary["400"] == pytest.approx(100 * right / 40)
+    assert {s["depth_column"] for s in result.samples} == {0.1, 0.3, 0.5, 0.7, 0.9}
