@@ -49,7 +49,7 @@ class TrainerConfig:
     offload_params: bool = False  # ZeRO-3 parameter offload to the CPU
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     attn_implementation: str = (
-        "auto"  # auto (engine.resolve_attention) | flash_attention_2 | flex_attention | sdpa | eager
+        "auto"  # auto (attention.resolve_implementation) | flash_attention_2 | flex_attention | sdpa | eager
     )
     attention: str = "causal"  # causal (whole window, the paper) | document | anchor (AnchorAttention): dprope.train.attention
     rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back)
