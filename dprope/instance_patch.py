@@ -27,15 +27,14 @@ def override_globals(module: torch.nn.Module, names: Mapping[str, Any]) -> bool:
     the earlier ones. Returns False, and changes nothing, when the class's forward reads none of
     ``names`` (a decorated forward reads them in its inner function only: it is not copied)."""
     function = type(module).forward
-    if not set(names) & set(function.__code__.co_names):
+    code = getattr(function, "__code__", None)  # None: not a Python function (a builtin, a partial)
+    if code is None or not set(names) & set(code.co_names):
         return False
     if "forward" in vars(module) and OVERRIDES not in vars(module):
         raise ValueError(f"{type(module).__name__} already has an instance forward of another origin")
     overrides = {**vars(module).get(OVERRIDES, {}), **names}
     namespace = {**function.__globals__, **overrides}
-    copy = types.FunctionType(
-        function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__
-    )
+    copy = types.FunctionType(code, namespace, function.__name__, function.__defaults__, function.__closure__)
     copy.__kwdefaults__ = function.__kwdefaults__
     functools.update_wrapper(copy, function)
     module.forward = types.MethodType(copy, module)

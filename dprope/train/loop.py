@@ -220,7 +220,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook 
     else:
         state.trainer_state.world_size = runtime.world_size
 
-    summary = strategy_summary(run.rope, plan.scaling)
+    summary = strategy_summary(plan.rope, plan.scaling)
     tracker = Tracker(run.logger, output_dir, resolved_config, enabled=runtime.is_main)
     metrics = MetricsLog(output_dir / "metrics.jsonl", state.step) if runtime.is_main else None
     if runtime.is_main:

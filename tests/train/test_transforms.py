@@ -162,3 +162,32 @@ def test_unknown_rope_precision_and_a_model_without_rotation_are_refused():
         apply_rope_precision(torch.nn.Linear(2, 2), "bf16")
     with pytest.raises(ValueError, match="no transformers apply_rotary_pos_emb"):
         apply_rope_precision(torch.nn.Sequential(torch.nn.Linear(2, 2)), "fp32")
+
+
+def test_overrides_of_one_instance_compose(tiny_model_cfg):
+    """The float32 rotation and a second override (as Ulysses adds one) both hold on the instance."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import AttentionInterface
+
+    from dprope.instance_patch import global_overrides, override_globals
+
+    model = bf16_model(tiny_model_cfg)
+    apply_rope_precision(model, "fp32")
+    fp32 = logits(model)
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(1)
+        return sdpa_attention_forward(*args, **kwargs)
+
+    own = AttentionInterface()
+    own["sdpa"] = recording
+    routed = [m for m in model.modules() if override_globals(m, {"ALL_ATTENTION_FUNCTIONS": own})]
+    assert len(routed) == tiny_model_cfg.num_hidden_layers
+    assert set(global_overrides(routed[0])) == {"apply_rotary_pos_emb", "ALL_ATTENTION_FUNCTIONS"}
+    assert torch.equal(logits(model), fp32) and len(calls) == tiny_model_cfg.num_hidden_layers
+    # an instance forward set by someone else is not silently replaced
+    foreign = bf16_model(tiny_model_cfg).model.layers[0].self_attn
+    foreign.forward = lambda *args, **kwargs: None
+    with pytest.raises(ValueError, match="already has an instance forward of another origin"):
+        override_globals(foreign, {"apply_rotary_pos_emb": rotate_in_float32})
