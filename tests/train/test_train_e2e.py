@@ -81,16 +81,14 @@ def test_run_writes_metrics_config_and_a_vanilla_loadable_export(reference_run):
     from dprope.rope.registry import rope_config
     from dprope.train import checkpoint
     from dprope.train.config import TrainerConfig
-    from dprope.train.engine import build_engine, init_distributed, model_hf_config
+    from tests.train.conftest import materialised, tiny_plan
 
     model_cfg = ModelConfig(name="tiny", tokenizer="byte")
     rope = rope_config({"name": "dprope", "factor": 4.0})
     trainer = TrainerConfig(
         output_dir=str(reference_run), global_batch_size=4, micro_batch_size=2, gradient_checkpointing=False
     )
-    runtime = init_distributed()
-    hf_config, scaling = model_hf_config(model_cfg, rope)
-    engine, _ = build_engine(model_cfg, hf_config, scaling, trainer, runtime, "fp32", "sdpa")
+    engine = materialised(tiny_plan(model_cfg, trainer, rope, seq_len=512)).engine
     state = checkpoint.load(engine, checkpoint.latest_checkpoint(checkpoint.checkpoint_root(reference_run)))
     assert state.step == STEPS
     text = (ROOT / "dprope" / "rope" / "analysis.py").read_text()[:600]
