@@ -15,7 +15,10 @@ from dprope.rope.analysis import (
     angle_distribution,
     kl_per_pair,
 )
+from dprope.rope.geometry import RotaryGeometry
 from dprope.rope.strategies import default_inv_freq, none, pi
+
+LLAMA2 = RotaryGeometry(128, 10000.0, 4096)
 
 
 def loop_counts(inv_freq, length, num_intervals):
@@ -56,14 +59,14 @@ def test_kl_matches_hand_computation():
 
 
 def test_extrapolation_by_factor_one_is_undisturbed():
-    analyzer = DisturbanceAnalyzer(128, 10000.0, 4096, 360)
+    analyzer = DisturbanceAnalyzer(LLAMA2, 360)
     per_pair = analyzer.per_pair(none(128, 10000.0, 4096, 1.0))
     assert torch.equal(per_pair, torch.zeros(64, dtype=torch.float64))
 
 
 def test_interpolation_keeps_the_lowest_frequencies_and_extrapolation_does_not():
     """The pair with fewer than one rotation over L sees only new angles when extrapolated."""
-    analyzer = DisturbanceAnalyzer(128, 10000.0, 4096, 360)
+    analyzer = DisturbanceAnalyzer(LLAMA2, 360)
     d_pi = analyzer.per_pair(pi(128, 10000.0, 4096, 4.0))
     d_none = analyzer.per_pair(none(128, 10000.0, 4096, 4.0))
     assert d_pi[-1] < 1e-4 < 1.0 < d_none[-1]
@@ -71,8 +74,8 @@ def test_interpolation_keeps_the_lowest_frequencies_and_extrapolation_does_not()
 
 
 def test_float64_option_is_close_to_float32():
-    a32 = DisturbanceAnalyzer(128, 10000.0, 4096, 360, "float32")
-    a64 = DisturbanceAnalyzer(128, 10000.0, 4096, 360, "float64")
+    a32 = DisturbanceAnalyzer(LLAMA2, 360, "float32")
+    a64 = DisturbanceAnalyzer(LLAMA2, 360, "float64")
     scaling = pi(128, 10000.0, 4096, 2.0)
     assert a64.original.dtype == torch.float64
     assert a32.total(a32.per_pair(scaling)) == pytest.approx(a64.total(a64.per_pair(scaling)), rel=0.05)
@@ -80,6 +83,6 @@ def test_float64_option_is_close_to_float32():
 
 def test_bad_analysis_values():
     with pytest.raises(ConfigError, match="num_intervals"):
-        DisturbanceAnalyzer(128, 10000.0, 4096, 0)
+        DisturbanceAnalyzer(LLAMA2, 0)
     with pytest.raises(ConfigError, match="angle_dtype"):
-        DisturbanceAnalyzer(128, 10000.0, 4096, 360, "bfloat16")
+        DisturbanceAnalyzer(LLAMA2, 360, "bfloat16")
