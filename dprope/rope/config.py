@@ -19,7 +19,6 @@ Adding a strategy: a pure function in `strategies.py`, a class here (fields with
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -139,9 +138,11 @@ class YarnConfig(RopeConfig):
 
     def validate(self, geometry: RotaryGeometry | None = None) -> None:
         super().validate(geometry)
-        if not self.beta_fast > self.beta_slow > 0:
+        if not self.beta_slow > 0:
+            raise ConfigError("beta_slow", f"must be positive (got {self.beta_slow})")
+        if not self.beta_fast > self.beta_slow:
             raise ConfigError(
-                "beta_fast", f"need beta_fast > beta_slow > 0 (got {self.beta_fast}, {self.beta_slow})"
+                "beta_fast", f"must be greater than beta_slow = {self.beta_slow} (got {self.beta_fast})"
             )
         if self.attention_factor is not None and not self.attention_factor > 0:
             raise ConfigError("attention_factor", f"must be positive (got {self.attention_factor})")
@@ -185,10 +186,12 @@ class Llama3Config(RopeConfig):
 
     def validate(self, geometry: RotaryGeometry | None = None) -> None:
         super().validate(geometry)
-        if not self.high_freq_factor > self.low_freq_factor > 0:
+        if not self.low_freq_factor > 0:
+            raise ConfigError("low_freq_factor", f"must be positive (got {self.low_freq_factor})")
+        if not self.high_freq_factor > self.low_freq_factor:
             raise ConfigError(
                 "high_freq_factor",
-                f"need high_freq_factor > low_freq_factor > 0 (got {self.high_freq_factor}, {self.low_freq_factor})",
+                f"must be greater than low_freq_factor = {self.low_freq_factor} (got {self.high_freq_factor})",
             )
 
     def _compute(self, geometry: RotaryGeometry) -> RopeScaling:
@@ -232,8 +235,3 @@ def longrope_parameters(scaling: RopeScaling) -> dict[str, Any]:
         "short_mscale": 1.0,
         "long_mscale": 1.0,
     }
-
-
-def own_fields(cfg: RopeConfig) -> dict[str, Any]:
-    """A strategy's own parameters (every field but ``name`` and ``factor``)."""
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("name", "factor")}

@@ -132,6 +132,8 @@ class DPRoPEConfig(RopeConfig):
                 f"must be an even number of rotary dimensions in [0, head_dim={geometry.head_dim}] (got {k})",
             )
         angle_dtype(self.angle_dtype)
+        if self.name in self.candidates:
+            raise ConfigError("candidates", f"{self.name!r} cannot be its own candidate")
         available = [name for name in STRATEGIES if name != self.name]
         unknown = [c for c in self.candidates if c not in available]
         if unknown:
