@@ -86,3 +86,42 @@ def test_bad_analysis_values():
         DisturbanceAnalyzer(LLAMA2, 0)
     with pytest.raises(ConfigError, match="angle_dtype"):
         DisturbanceAnalyzer(LLAMA2, 360, "bfloat16")
+
+
+def test_table_and_logged_disturbance_use_the_documented_settings():
+    """The table measures every strategy with the selected strategy's B and dtype (the analysis
+    settings override them); the logged disturbance uses the strategy's B and float32 angles."""
+    from dprope.model import ModelConfig
+    from dprope.rope.registry import default_config
+    from dprope.rope.report import AnalysisConfig, run_analysis
+    from dprope.rope.selection import DPRoPEConfig
+    from dprope.rope.summary import strategy_summary
+
+    model = ModelConfig(name="tiny", tokenizer="byte")
+    geometry = model.geometry
+    rope = DPRoPEConfig(factor=4.0, num_intervals=90, angle_dtype="float64")
+    pi_scaling = default_config("pi", 4.0).compute(geometry)
+
+    def total(num_intervals, dtype, scaling):
+        analyzer = DisturbanceAnalyzer(geometry, num_intervals, dtype)
+        return analyzer.total(analyzer.per_pair(scaling))
+
+    result = run_analysis(model, rope, AnalysisConfig(figures=False))
+    assert (result.num_intervals, result.angle_dtype) == (90, "float64")
+    assert result.strategies["pi"].disturbance == total(90, "float64", pi_scaling)
+    assert result.strategies["dprope"].config is rope
+    overridden = run_analysis(
+        model, rope, AnalysisConfig(num_intervals=45, angle_dtype="float32", figures=False)
+    )
+    assert overridden.strategies["pi"].disturbance == total(45, "float32", pi_scaling)
+    from_pi = run_analysis(model, default_config("pi", 4.0), AnalysisConfig(figures=False))
+    assert (from_pi.num_intervals, from_pi.angle_dtype) == (360, "float32")
+    pi_at_45 = run_analysis(model, default_config("pi", 4.0), AnalysisConfig(num_intervals=45, figures=False))
+    dprope_row = pi_at_45.strategies["dprope"].config
+    assert (dprope_row.num_intervals, dprope_row.angle_dtype) == (45, "float32")  # the table's settings
+
+    scaling = rope.compute(geometry)
+    assert strategy_summary(rope, scaling)["disturbance"] == total(90, "float32", scaling)
+    assert strategy_summary(default_config("pi", 4.0), pi_scaling)["disturbance"] == total(
+        360, "float32", pi_scaling
+    )
