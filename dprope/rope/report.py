@@ -13,7 +13,8 @@ import torch
 
 from dprope.config import ConfigError
 from dprope.model import ModelConfig
-from dprope.rope.analysis import DisturbanceAnalyzer, angle_dtype, check_num_intervals
+from dprope.rope.analysis import DisturbanceAnalyzer, check_num_intervals
+from dprope.rope.analysis import angle_dtype as check_angle_dtype
 from dprope.rope.config import RopeConfig
 from dprope.rope.registry import STRATEGIES, compute_scaling
 from dprope.rope.strategies import RopeScaling
@@ -35,7 +36,7 @@ class AnalysisConfig:
         if self.num_intervals is not None:
             check_num_intervals(self.num_intervals)
         if self.angle_dtype is not None:
-            angle_dtype(self.angle_dtype)
+            check_angle_dtype(self.angle_dtype)
         if self.num_pairs_plotted < 0:
             raise ConfigError("num_pairs_plotted", f"must be >= 0 (got {self.num_pairs_plotted})")
 

@@ -29,9 +29,9 @@ from dprope.rope.analysis import (
     DEFAULT_ANGLE_DTYPE,
     DEFAULT_NUM_INTERVALS,
     DisturbanceAnalyzer,
-    angle_dtype,
     check_num_intervals,
 )
+from dprope.rope.analysis import angle_dtype as check_angle_dtype
 from dprope.rope.config import RopeConfig, longrope_parameters
 from dprope.rope.geometry import RotaryGeometry
 from dprope.rope.strategies import RopeScaling, inv_freq_from_factors, scaling_result
@@ -131,7 +131,7 @@ class DPRoPEConfig(RopeConfig):
                 "num_interpolated_dims",
                 f"must be an even number of rotary dimensions in [0, head_dim={geometry.head_dim}] (got {k})",
             )
-        angle_dtype(self.angle_dtype)
+        check_angle_dtype(self.angle_dtype)
         if self.name in self.candidates:
             raise ConfigError("candidates", f"{self.name!r} cannot be its own candidate")
         available = [name for name in STRATEGIES if name != self.name]
