@@ -40,7 +40,7 @@ def fail(message: str, code: int = EXIT_CONFIG_ERROR) -> None:
 
 
 def schemas() -> dict[str, Any]:
-    """Schema path under ``schema/`` -> dataclass (or instance, for strategies sharing a class)."""
+    """Schema path under ``schema/`` -> dataclass."""
     from dprope.data.config import DataConfig
     from dprope.eval.suite import EvalConfig
     from dprope.model import ModelConfig
@@ -61,7 +61,7 @@ def schemas() -> dict[str, Any]:
         "precision": PrecisionConfig,
         "reproduce": ReproduceConfig,
     }
-    nodes.update({f"rope/{name}": strategy.config(name=name) for name, strategy in STRATEGIES.items()})
+    nodes.update({f"rope/{name}": config for name, config in STRATEGIES.items()})
     return nodes
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from dprope.cli import hydra_main
 from dprope.config import to_typed
 from dprope.model import ModelConfig
-from dprope.rope.registry import RopeConfig
+from dprope.rope.config import RopeConfig
 from dprope.rope.report import AnalysisConfig, format_pairs, format_table, run_analysis, write_json
 
 
