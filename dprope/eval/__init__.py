@@ -1,4 +1,4 @@
-"""Evaluation of context-window extension (method-notes section 7), run by `launch/eval.py`.
+"""Evaluation of context-window extension (docs/method-notes.md, section 7), run by `launch/eval.py`.
 
 - `suite`: the benchmark registry (`BENCHMARKS`), `EvalConfig` and `run_suite`;
 - `loading`: the checkpoint under test (local directory or hub id) and its limits;

@@ -1,4 +1,4 @@
-"""Passkey retrieval (Mohtashami and Jaggi, 2023), the template of method-notes section 7 as
+"""Passkey retrieval (Mohtashami and Jaggi, 2023), the template of docs/method-notes.md, section 7 as
 the original setup builds it (landmark-attention's ``run_test.py``, reused by the YaRN scripts).
 
 Prompt. One string, tokenized once (with the tokenizer's BOS): the task description, the filler
@@ -36,7 +36,7 @@ TASK_DESCRIPTION = (
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 KEY_LINE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
-LENGTHS = (1024, 2048, 4096, 8192, 12288, 16384, 20480)  # up to 20k tokens (method-notes section 7)
+LENGTHS = (1024, 2048, 4096, 8192, 12288, 16384, 20480)  # up to 20k tokens (docs/method-notes.md, section 7)
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SAMPLINGS = ("random", "grid")
 KEY_RANGE = (1, 50000)  # the original's random.randint(1, 50000)

@@ -1,4 +1,4 @@
-"""Native transformers `rope_parameters` for every strategy (method-notes section 5).
+"""Native transformers `rope_parameters` for every strategy (docs/method-notes.md, section 5).
 
 An exported model needs no custom code and no ``trust_remote_code``: each strategy maps onto a
 rope type that transformers 5.x implements. A per-pair divisor vector (DPRoPE) is exactly the

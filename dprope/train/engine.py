@@ -4,7 +4,7 @@ long-sequence parts are applied here, from `dprope.train.long_context`).
 Model code stays single-device; `build_engine` loads (or randomly initialises) the HF model with
 the RoPE strategy already in its config, wraps it with `deepspeed.initialize`, and then puts the
 strategy's float32 frequencies back into every rotary module (a bf16 cast of module buffers must
-never reach the angles: method-notes section 8).
+never reach the angles: docs/method-notes.md, section 8).
 """
 
 from __future__ import annotations
