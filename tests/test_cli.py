@@ -232,15 +232,20 @@ def run_entry(script: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("script", list(ENTRY_POINTS))
-def test_an_unknown_top_level_key_ends_every_entry_point_in_one_line_before_any_work(script, tmp_path):
+@pytest.mark.parametrize(
+    ("script", "args", "key"),
+    [  # the two examples, and submit.py, whose check is its own (the others share train.py's)
+        ("launch/train.py", ["+trainer_typo.steps=3"], "trainer_typo"),
+        ("launch/analyze.py", ["+foo=1", "+trainer.atention=1", "model=llama2_7b"], "foo"),
+        ("scripts/slurm/submit.py", ["--dry-run", "+trainer_typo.steps=3"], "trainer_typo"),
+    ],
+)
+def test_an_unknown_top_level_key_ends_the_process_in_one_line_before_any_work(script, args, key, tmp_path):
     run_dir = tmp_path / "run"
     where = "trainer.output_dir" if ENTRY_POINTS[script] == "train" else "hydra.run.dir"
-    if script.endswith("reproduce.py"):
-        where = "reproduce.output_dir"
-    proc = run_entry(script, "+trainer_typo.steps=3", f"{where}={run_dir}")
+    proc = run_entry(script, *args, f"{where}={run_dir}")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    expected = f"error: trainer_typo: unknown key (known: {known(ENTRY_POINTS[script])})"
+    expected = f"error: {key}: unknown key (known: {known(ENTRY_POINTS[script])})"
     assert proc.stderr.strip().splitlines() == [expected]
     assert not run_dir.exists()  # nothing was started
 
