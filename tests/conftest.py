@@ -16,6 +16,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+# Under pytest-xdist (`make test`), the workers share the cores: each worker's torch, and each
+# process a test starts, gets its share of OpenMP threads instead of one per core (more threads
+# than cores spin and slow every worker down).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+
+DIST_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def no_process_group_variables_left_behind():
+    """A training run in the test process sets RANK, MASTER_PORT, ... for its process group of
+    one; a later test's subprocess that copies this environment must not join that group's port."""
+    before = {name: os.environ.get(name) for name in DIST_VARIABLES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True, scope="session")
+def worker_threads():
+    """This worker's share of the cores for torch's intra-op threads (see OMP_NUM_THREADS above)."""
+    if _WORKERS > 1:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True, scope="session")
