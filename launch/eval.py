@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on the paper's benchmarks (method-notes section 7).
+"""Evaluate a checkpoint on the paper's benchmarks (docs/method-notes.md, section 7).
 
     python launch/eval.py eval=passkey model.pretrained=<dir or hub id> model.name=ours-16k
     python launch/eval.py eval=all model=llama2_7b model.pretrained=<dir> eval.batch_size=4 logger=wandb

@@ -1,4 +1,4 @@
-"""Evaluation of context-window extension (method-notes section 7), run by `launch/eval.py`.
+"""Evaluation of context-window extension (docs/method-notes.md, section 7), run by `launch/eval.py`.
 
 - `benchmarks/<name>/`: one folder per benchmark (passkey, perplexity, longbench_e, ruler,
   open_llm) with its config, data preparation, run, scoring, display and figures;

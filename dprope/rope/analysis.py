@@ -1,4 +1,5 @@
-"""Rotary-angle distributions and their disturbance (paper section 3.1, eq. 8; method-notes 3-4).
+"""Rotary-angle distributions and their disturbance (paper section 3.1, eq. 8;
+docs/method-notes.md, sections 3-4).
 
 For frequencies theta'_i and a length N the angles of pair i are phi_{i,m} = (m * theta'_i) mod 2pi,
 m = 0 .. N-1. Splitting [0, 2pi) into B equal intervals gives the distribution

@@ -6,7 +6,7 @@ One class per strategy (registered in `dprope.rope.registry.STRATEGIES`), each t
 (Hydra's and Python's alike) and again against a model's `RotaryGeometry` before ``compute``, for
 the rules that depend on the model (DPRoPE's k <= head_dim, NTK's head_dim >= 4). ``compute``
 calls the strategy's pure function in `dprope.rope.strategies` with explicit numbers; ``export``
-turns the result into transformers' native ``rope_parameters`` (method-notes section 5), so an
+turns the result into transformers' native ``rope_parameters`` (docs/method-notes.md, section 5), so an
 exported model needs no custom code. ``inv_freq`` is a non-persistent buffer: patching it in
 memory would not survive ``save_pretrained``, so export always goes through the config.
 

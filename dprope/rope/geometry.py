@@ -1,5 +1,5 @@
 """The rotary geometry of a model: the numbers every strategy and every analysis start from
-(method-notes section 1).
+(docs/method-notes.md, section 1).
 
 `RotaryGeometry` is built once per model preset (`dprope.model.ModelConfig.geometry`) and its
 construction is the one place that checks those numbers; its errors name the preset's keys

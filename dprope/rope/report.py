@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, typed_sections
 from dprope.model import ModelConfig
 from dprope.rope.analysis import DisturbanceAnalyzer, check_num_intervals
 from dprope.rope.analysis import angle_dtype as check_angle_dtype
@@ -39,6 +39,20 @@ class AnalysisConfig:
             check_angle_dtype(self.angle_dtype)
         if self.num_pairs_plotted < 0:
             raise ConfigError("num_pairs_plotted", f"must be >= 0 (got {self.num_pairs_plotted})")
+
+
+@dataclass
+class AnalysisJob:
+    """What `launch/analyze.py` runs, typed: the root schema of `configs/analyze.yaml` (its fields
+    are the config's only top-level keys)."""
+
+    model: ModelConfig  # only the rotary numbers are read, never weights
+    rope: RopeConfig  # the selected strategy and factor
+    analysis: AnalysisConfig
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> AnalysisJob:
+        return typed_sections(cls, cfg)
 
 
 @dataclass

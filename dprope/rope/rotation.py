@@ -5,7 +5,7 @@ then casts cos/sin to the activation dtype and rotates q and k in that dtype
 (``LlamaRotaryEmbedding.forward`` and ``apply_rotary_pos_emb`` in ``modeling_llama``). Under
 bf16, cos/sin keep 8 bits of mantissa and every product of the rotation is rounded again, so
 the attention logit of two tokens stops being a function of their distance alone (Wang et al.
-2024, "When Precision Meets Position", section 3; method notes section 9).
+2024, "When Precision Meets Position", section 3; docs/method-notes.md, section 9).
 
 Two settings (``trainer.rope_precision`` / ``eval.rope_precision``):
 

@@ -1,5 +1,5 @@
 """DPRoPE: per-pair choice of the scaling that least disturbs the rotary-angle distribution
-(Wu et al., EMNLP 2024, eq. 8-9; method-notes section 4).
+(Wu et al., EMNLP 2024, eq. 8-9; docs/method-notes.md, section 4).
 
 For every pair i and every candidate c (extrapolation ``none`` and interpolation ``pi`` by
 default; any other registered strategy may join, at its default parameters and the same factor)

@@ -1,4 +1,4 @@
-"""RoPE scaling strategies as pure functions of explicit numbers (method-notes sections 1-2).
+"""RoPE scaling strategies as pure functions of explicit numbers (docs/method-notes.md, sections 1-2).
 
 Every strategy takes the rotary geometry of a model (``head_dim``, ``rope_theta``, the
 pre-training length ``original_length`` = L), the scaling factor ``factor`` = s and its own

@@ -5,7 +5,7 @@ says: it loads (or randomly initialises) the HF model with the RoPE strategy alr
 config, applies the plan's model transforms of the phase before the wrap
 (`dprope.train.transforms`), wraps the model with `deepspeed.initialize`, applies those after the
 wrap (among them the strategy's float32 frequencies put back into every rotary module: a bf16
-cast of module buffers must never reach the angles, method-notes section 8), logs the
+cast of module buffers must never reach the angles, docs/method-notes.md, section 8), logs the
 transforms in one line and builds the plan's kind of micro-step (`dprope.train.micro_step`).
 """
 

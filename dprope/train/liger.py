@@ -10,7 +10,7 @@ are fused Triton kernels.
 Liger's RoPE kernel is not applied: it rotates q and k in the dtype of the cos/sin it is handed
 (bf16 under bf16 training), in a Triton kernel whose agreement with HF's rotation is not checked
 here. HF's rotation stays, with angles computed in float32 from the strategy's frequencies
-(method-notes section 8); the GPU tests check those frequencies after the kernels are applied.
+(docs/method-notes.md, section 8); the GPU tests check those frequencies after the kernels are applied.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def test_bf16_without_gpu_is_refused():
 
 
 def test_rotary_frequencies_stay_float32_after_bf16_deepspeed_init(tiny_model_cfg, tmp_path):
-    """DeepSpeed's bf16 cast must not reach the rotary frequencies (method-notes section 8)."""
+    """DeepSpeed's bf16 cast must not reach the rotary frequencies (docs/method-notes.md, section 8)."""
     rope = default_config("dprope", 4.0)
     trainer = TrainerConfig(
         output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2, gradient_checkpointing=False

@@ -1,4 +1,4 @@
-"""Short-context benchmarks in the DPRoPE paper's settings (method-notes section 7) through
+"""Short-context benchmarks in the DPRoPE paper's settings (docs/method-notes.md, section 7) through
 lm-eval (`dprope.eval.harness`): TruthfulQA (mc2) 0-shot, HellaSwag 0-shot (acc_norm), MMLU
 5-shot (acc) and ARC-challenge 25-shot (acc_norm). The tasks are those of the Open LLM
 Leaderboard (v1), but these are the paper's settings, not the leaderboard's: the leaderboard ran

@@ -1,4 +1,4 @@
-"""Passkey retrieval (Mohtashami and Jaggi, 2023), the template of method-notes section 7 as the
+"""Passkey retrieval (Mohtashami and Jaggi, 2023), the template of docs/method-notes.md, section 7 as the
 original setup builds it: prompts of a target length with a key at a depth (`prompts`), greedy
 decoding of 10 new tokens (the original's answer length), and accuracy by length and depth
 (`scoring`). Figures: ``passkey.png`` (accuracy by length) and ``passkey_heatmap.png``.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from dprope.config import ConfigError, check_choice
 
-LENGTHS = (1024, 2048, 4096, 8192, 12288, 16384, 20480)  # up to 20k tokens (method-notes section 7)
+LENGTHS = (1024, 2048, 4096, 8192, 12288, 16384, 20480)  # up to 20k tokens (docs/method-notes.md, section 7)
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SAMPLINGS = ("random", "grid")
 
