@@ -4,7 +4,6 @@ the registered strategies; the rotary geometry is checked in one place."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
 import traceback
 from dataclasses import dataclass
@@ -24,24 +23,17 @@ from dprope.rope.analysis import DisturbanceAnalyzer
 from dprope.rope.config import Llama3Config, NTKConfig, RopeConfig, YarnConfig
 from dprope.rope.geometry import RotaryGeometry
 from dprope.rope.registry import STRATEGIES, compute_scaling, default_config, rope_config
-from dprope.rope.report import AnalysisConfig, format_table, run_analysis
+from dprope.rope.report import AnalysisConfig, AnalysisJob, format_table, run_analysis
 from dprope.rope.selection import DPRoPEConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA2 = RotaryGeometry(128, 10000.0, 4096)
 
 
-def analyze_build():
-    """The `build` of launch/analyze.py: the Hydra command line's path to the typed configs."""
-    spec = importlib.util.spec_from_file_location("analyze_entry", ROOT / "launch" / "analyze.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build
-
-
 def from_command_line(*overrides: str):
-    ((_, (model, rope, _settings)),) = check_jobs("analyze", list(overrides), analyze_build())
-    return model, rope
+    """The typed configs of launch/analyze.py's command line (its build, `AnalysisJob.from_config`)."""
+    ((_, job),) = check_jobs("analyze", list(overrides), AnalysisJob.from_config)
+    return job.model, job.rope
 
 
 # ---- one validation site per rule ----
