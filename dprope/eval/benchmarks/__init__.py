@@ -15,6 +15,7 @@ REGISTERED = (
     "passkey",
     "perplexity",
     "longbench_e",
+    "longbench_v2",
     "ruler",
     "open_llm",
 )
