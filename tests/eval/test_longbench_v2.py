@@ -16,45 +16,12 @@ from dprope.eval.benchmarks.longbench_v2.config import LongBenchV2Config
 from dprope.eval.benchmarks.longbench_v2.data import official_prompt, prepare_longbench_v2
 from dprope.eval.benchmarks.longbench_v2.scoring import extract_answer
 from dprope.eval.common import EvalContext
-
-# id, domain, difficulty, length, answer, the generated response (official protocol), lm-eval's pick (lm_eval protocol)
-QUESTIONS = [
-    ("q0", "Single-Document QA", "easy", "short", "A", "The correct answer is (A)", "A"),
-    ("q1", "Single-Document QA", "easy", "medium", "B", "**The correct answer is (B)**", "C"),
-    ("q2", "Multi-Document QA", "hard", "long", "C", "The correct answer is (C)", "C"),
-    ("q3", "Multi-Document QA", "hard", "short", "D", "The correct answer is: D", "D"),
-    ("q4", "Long In-context Learning", "hard", "medium", "A", "I think the answer is A.", "B"),
-    ("q5", "Code Repository Understanding", "easy", "long", "B", "The correct answer is B, since", "B"),
-    ("q6", "Long-dialogue History Understanding", "hard", "short", "C", "", "A"),
-    ("q7", "Long Structured Data Understanding", "hard", "long", "A", "the correct answer is (a)", "A"),
-]
-LONG_CONTEXT = "q7"  # its context is longer than the tiny model's prompt budget: cut in the middle
-
-
-def record(qid, domain, difficulty, length, answer) -> dict:
-    words = 900 if qid == LONG_CONTEXT else 20
-    return {
-        "_id": qid,
-        "domain": domain,
-        "sub_domain": "fixture",
-        "difficulty": difficulty,
-        "length": length,
-        "question": f" Question {qid}: which river flows north? ",
-        "choice_A": "the Alder ",
-        "choice_B": "the Brill",
-        "choice_C": "the Cole",
-        "choice_D": "the Dane",
-        "answer": answer,
-        "context": "\n" + " ".join(f"river{(i * 7) % 31}" for i in range(words)) + "\n",
-    }
+from tests.eval.long_fixtures import QUESTIONS, record, write_longbench_v2
 
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    """The official data.json layout: one JSON list of records."""
-    path = tmp_path_factory.mktemp("longbench_v2") / "data.json"
-    path.write_text(json.dumps([record(*q[:5]) for q in QUESTIONS]))
-    return path
+    return write_longbench_v2(tmp_path_factory.mktemp("longbench_v2") / "data.json")
 
 
 class ControlledLM:

@@ -17,6 +17,7 @@ REGISTERED = (
     "longbench_e",
     "longbench_v2",
     "ruler",
+    "babilong",
     "open_llm",
 )
 
