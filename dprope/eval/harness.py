@@ -1,5 +1,5 @@
 """The bridge to lm-eval (EleutherAI's lm-evaluation-harness), shared by every benchmark that runs
-lm-eval tasks (`dprope.eval.benchmarks.open_llm`).
+lm-eval tasks (`dprope.eval.benchmarks.open_llm`, `longbench_v2`, `babilong`).
 
 A benchmark's config extends `LmEvalConfig` with its own default task list. `index_tasks`
 indexes lm-eval's tasks (and ``include_path``, a directory of task YAMLs, e.g. a task over
