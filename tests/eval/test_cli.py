@@ -106,10 +106,6 @@ def weightless_dir(tmp_path_factory, tiny_model_dir):
         ),
         (["model.pretrained={model}", "+eval.passkey.trails=3"], "eval.passkey.trails: unknown key"),
         (
-            ["model.pretrained={model}", "eval=longbench_v2"],
-            "eval.longbench_v2.data_file: not set: no LongBench v2 data (expected the official data.json",
-        ),
-        (
             [
                 "model.pretrained={model}",
                 "eval=longbench_v2",
@@ -130,7 +126,6 @@ def weightless_dir(tmp_path_factory, tiny_model_dir):
         "beyond-max-position",
         "malformed-data",
         "typo",
-        "longbench-v2-unset",
         "longbench-v2-missing",
         "babilong-missing",
     ],
@@ -149,6 +144,7 @@ def test_bad_input_is_one_line_naming_the_field(
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_longbench_v2_and_babilong_run_end_to_end(tiny_model_dir, tmp_path):
     """eval=all with the two lm-eval benchmarks over local files in the official formats, through
     lm-eval's model around the tiny checkpoint: results, predictions and the official files."""
