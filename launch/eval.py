@@ -4,7 +4,7 @@
     python launch/eval.py eval=all model=llama2_7b model.pretrained=<dir> eval.batch_size=4 logger=wandb
     python launch/eval.py model=llama2_7b model.pretrained=<base> rope=yarn rope.factor=4 eval=perplexity
 
-eval=passkey | perplexity | longbench_e | ruler | open_llm | all. ``rope=<strategy>`` applies that
+eval=passkey | perplexity | longbench_e | longbench_v2 | ruler | babilong | open_llm | all. ``rope=<strategy>`` applies that
 strategy to the base checkpoint at load time (training-free evaluation). Writes results.json,
 results.md, PNG plots and predictions/<benchmark>.jsonl to the run directory (or
 `eval.output_dir`), rewriting them after each benchmark, and prints each benchmark's tables.

@@ -1,5 +1,5 @@
 """The bridge to lm-eval (EleutherAI's lm-evaluation-harness), shared by every benchmark that runs
-lm-eval tasks (`dprope.eval.benchmarks.open_llm`).
+lm-eval tasks (`dprope.eval.benchmarks.open_llm`, `longbench_v2`, `babilong`).
 
 A benchmark's config extends `LmEvalConfig` with its own default task list. `index_tasks`
 indexes lm-eval's tasks (and ``include_path``, a directory of task YAMLs, e.g. a task over
@@ -7,11 +7,15 @@ local files) with one ``TaskManager`` and checks every name before the model is 
 `evaluate_tasks` wraps the already loaded model and tokenizer in an lm-eval model (``HFLM`` by
 default, `dprope.eval.backends`) and runs each task with its own few-shot count through
 ``simple_evaluate``. A group's score is lm-eval's (size-weighted), or with ``subtask_mean`` the
-unweighted mean of its leaf subtasks (the Open LLM Leaderboard's MMLU).
+unweighted mean of its leaf subtasks (the Open LLM Leaderboard's MMLU). A benchmark over local
+files hands `evaluate_tasks` inline task configs (``specs``: lm-eval's own task config read by
+`lm_eval_task_config`, with its data source replaced) and may read each task's logged samples
+(``on_samples``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +82,15 @@ def index_tasks(cfg: LmEvalConfig, ctx: EvalContext, field_name: str):
     return manager
 
 
+def lm_eval_task_config(relative: str) -> dict[str, Any]:
+    """lm-eval's own task config ``lm_eval/tasks/<relative>`` as lm-eval reads it (its includes
+    merged, its ``!function`` entries resolved), to be run with some keys replaced."""
+    import lm_eval.tasks
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(Path(lm_eval.tasks.__file__).parent / relative, resolve_func=True)
+
+
 def leaf_subtasks(results: dict[str, Any], name: str) -> list[str]:
     """The leaf tasks under ``name`` in lm-eval's ``group_subtasks`` (``name`` itself for a task)."""
     groups = results.get("group_subtasks", {})
@@ -109,10 +122,18 @@ def task_score(results: dict[str, Any], task: LmEvalTask, field_name: str) -> tu
 
 
 def evaluate_tasks(
-    model, tokenizer, cfg: LmEvalConfig, manager, ctx: EvalContext, field_name: str
+    model,
+    tokenizer,
+    cfg: LmEvalConfig,
+    manager,
+    ctx: EvalContext,
+    field_name: str,
+    specs: Mapping[str, dict[str, Any]] | None = None,
+    on_samples: Callable[[str, list[dict[str, Any]]], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any], str]:
     """Run every task of ``cfg``: (summary: task -> score x 100 and ``avg``, details per task,
-    the markdown table)."""
+    the markdown table). ``specs`` maps a task name to its inline lm-eval config (run instead of
+    the name); ``on_samples(task, samples)`` receives lm-eval's logged samples of each task."""
     from lm_eval import simple_evaluate
 
     lm = ctx.backends.lm_eval_model(model, tokenizer, ctx.batch_size, cfg.max_length or ctx.max_positions)
@@ -120,14 +141,16 @@ def evaluate_tasks(
     for i, task in enumerate(cfg.tasks):
         results = simple_evaluate(
             model=lm,
-            tasks=[task.name],
+            tasks=[(specs or {}).get(task.name, task.name)],
             num_fewshot=task.num_fewshot,
             task_manager=manager,
             limit=cfg.limit,
             bootstrap_iters=cfg.bootstrap_iters,
-            log_samples=False,
+            log_samples=on_samples is not None,
             fewshot_random_seed=cfg.fewshot_seed,
         )
+        if on_samples is not None:
+            on_samples(task.name, results["samples"][task.name])
         score, stderr = task_score(results, task, f"{field_name}.tasks[{i}]")
         summary[task.name] = score
         details[task.name] = {

@@ -442,6 +442,10 @@ def test_end_to_end_scores_the_known_answers(files, tiny_eval_model, byte_tokeni
     scores = {t: {"2200": 100.0, "2600": 50.0} for t in TASKS} | {"vt": {"2200": 0.0, "2600": 0.0}}
     assert result.details["scores"] == scores
     assert result.summary == pytest.approx({"2200": 1200 / 13, "2600": 600 / 13, "avg": 900 / 13})
+    aggregates = result.details["aggregates"]  # 92.3 passes RULER's 85.6, 46.2 does not
+    assert (aggregates["effective_length"], aggregates["effective_length_label"]) == (2200, "2200")
+    assert aggregates["wavg_inc"] == pytest.approx((1200 / 13 + 2 * 600 / 13) / 3)
+    assert aggregates["wavg_dec"] == pytest.approx((2 * 1200 / 13 + 600 / 13) / 3)
     nulls = {t: {"2200": "0/2", "2600": "1/2"} for t in TASKS} | {"vt": {"2200": "0/2", "2600": "0/2"}}
     assert result.details["nulls"] == nulls
     assert len(result.samples) == 52

@@ -15,7 +15,9 @@ REGISTERED = (
     "passkey",
     "perplexity",
     "longbench_e",
+    "longbench_v2",
     "ruler",
+    "babilong",
     "open_llm",
 )
 

@@ -32,6 +32,10 @@ def depth_column(cfg: PasskeyConfig, depth: float) -> float:
     return (min(int(depth * DEPTH_BINS), DEPTH_BINS - 1) + 0.5) / DEPTH_BINS
 
 
+def _span(values: list[int]) -> list[int]:
+    return [min(values), max(values)]
+
+
 def score_passkey(
     cfg: PasskeyConfig, prompts: Sequence[PasskeyPrompt], answers: Sequence[str]
 ) -> BenchmarkResult:
@@ -49,6 +53,7 @@ def score_passkey(
         for p, a in zip(prompts, answers, strict=True)
     ]
     columns = depth_columns(cfg)
+    lengths = list(dict.fromkeys(p.length for p in prompts))  # the configured or default lengths, in order
 
     def accuracy(length: int, column: float | None = None) -> float:
         hits = [
@@ -58,8 +63,8 @@ def score_passkey(
         ]
         return 100.0 * mean(hits) if hits else float("nan")
 
-    by_length = {str(n): accuracy(n) for n in cfg.lengths}
-    grid = [[accuracy(n, d) for d in columns] for n in cfg.lengths]  # (lengths, depth columns)
+    by_length = {str(n): accuracy(n) for n in lengths}
+    grid = [[accuracy(n, d) for d in columns] for n in lengths]  # (lengths, depth columns)
     summary = {**by_length, "avg": mean(list(by_length.values()))}
     markdown = "Accuracy (%) by prompt length (tokens):\n\n" + markdown_table(
         ["length", *by_length, "avg"], [["accuracy", *summary.values()]], 1
@@ -67,12 +72,15 @@ def score_passkey(
     how = "depth bin centre (random split point)" if cfg.sampling == "random" else "key depth"
     markdown += f"\n\nAccuracy (%) by length and {how}:\n\n" + markdown_table(
         ["length \\ depth", *(f"{d:g}" for d in columns)],
-        [[n, *row] for n, row in zip(cfg.lengths, grid, strict=True)],
+        [[n, *row] for n, row in zip(lengths, grid, strict=True)],
         1,
     )
     details = {
         "sampling": cfg.sampling,
-        "lengths": cfg.lengths,
+        "lengths": lengths,
+        "sizing": cfg.sizing,
+        "prompt_tokens": {str(n): _span([s["tokens"] for s in samples if s["length"] == n]) for n in lengths},
+        "filler_chars": {str(n): _span([p.filler_chars for p in prompts if p.length == n]) for n in lengths},
         "depths": columns,
         "trials": cfg.trials,
         "accuracy_by_length": by_length,

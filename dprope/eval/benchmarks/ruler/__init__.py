@@ -48,6 +48,15 @@ def tasks_figure(result: BenchmarkResult, model_name: str, output_dir: Path) -> 
     return [plot_summaries(result.details["scores"], DISPLAY, output_dir / "ruler_tasks.png")]
 
 
+def headline(result) -> dict:
+    """The cross-run table's RULER columns: the mean over tasks at each length, then the effective
+    length as RULER's README writes it (``>16384`` when the longest length passes)."""
+    summary = result.get("summary") or {}
+    columns = {f"ruler {c}": v for c, v in summary.items() if c != "avg"}
+    aggregates = (result.get("details") or {}).get("aggregates") or {}
+    return {**columns, "ruler effective length": aggregates.get("effective_length_label")}
+
+
 BENCHMARK = Benchmark(
     name="ruler",
     display=DISPLAY,
@@ -56,4 +65,5 @@ BENCHMARK = Benchmark(
     run=run_ruler,
     figures=tasks_figure,
     reads_data=lambda cfg: cfg.essay_split is not None,
+    headline=headline,
 )

@@ -21,6 +21,7 @@ class RulerConfig:
     essay_split: str | None = None  # else this eval split of the data preset (e.g. test); both null = skipped
     squad_file: str | None = None  # SQuAD 2.0 dev JSON (dev-v2.0.json) for qa_1; null = qa_1 skipped
     hotpotqa_file: str | None = None  # HotpotQA dev distractor JSON for qa_2; null = qa_2 skipped
+    threshold: float = 85.6  # effective length: the per-length mean must stay above it (RULER: 85.6)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -38,6 +39,8 @@ class RulerConfig:
             raise ConfigError("num_samples", f"must be >= 1 (got {self.num_samples})")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"must be >= 1 or null (got {self.max_new_tokens})")
+        if not 0.0 <= self.threshold <= 100.0:
+            raise ConfigError("threshold", f"must be a score in [0, 100] (got {self.threshold})")
         for name in ("essay_file", *QA_FILES.values()):
             path = getattr(self, name)
             if path is not None and not Path(path).expanduser().is_file():

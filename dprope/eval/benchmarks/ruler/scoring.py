@@ -1,7 +1,7 @@
 """RULER's scoring: its post-processing of a prediction, string-match-all (NIAH, VT, CWE, FWE)
 and string-match-part (QA), x 100 and averaged over the samples of a task and length; the
 summary is the mean over the tasks that ran at each length (RULER's headline), ``avg`` the mean
-over lengths.
+over lengths; the details add RULER's effective length and weighted averages (`aggregates`).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from dprope.eval.benchmarks.ruler.aggregates import ruler_aggregates
 from dprope.eval.benchmarks.ruler.config import RulerConfig
 from dprope.eval.benchmarks.ruler.data import RulerData
 from dprope.eval.benchmarks.ruler.tasks import TASKS
@@ -69,10 +70,16 @@ def score_ruler(cfg: RulerConfig, data: RulerData, predictions: Sequence[str]) -
             nulls.setdefault(task, {})[str(length)] = f"{empty}/{len(cell)}"  # RULER's "Nulls" row
     summary = {c: mean([scores[t][c] for t in data.tasks]) for c in columns}
     summary["avg"] = mean(list(summary.values()))
+    aggregates = ruler_aggregates({int(c): summary[c] for c in columns}, cfg.threshold)
     rows = [[t, *(scores[t][c] for c in columns), mean([scores[t][c] for c in columns])] for t in data.tasks]
     rows.append([f"**mean over {len(data.tasks)} tasks**", *summary.values()])
     markdown = "Score x100 (string-match-all; QA: string-match-part) by sequence length (tokens):\n\n"
     markdown += markdown_table(["task", *columns, "avg"], rows)
+    markdown += (
+        f"\n\nEffective length (mean above {cfg.threshold:g}): {aggregates['effective_length_label']}; "
+        f"wAvg (inc) {aggregates['wavg_inc']:.2f}, wAvg (dec) {aggregates['wavg_dec']:.2f} "
+        "(weights 1..n and n..1 over the lengths, as RULER's README)."
+    )
     if data.skipped:
         markdown += "\n\nSkipped: " + "; ".join(f"{t} ({why})" for t, why in data.skipped.items())
     details = {
@@ -81,6 +88,7 @@ def score_ruler(cfg: RulerConfig, data: RulerData, predictions: Sequence[str]) -
         "nulls": nulls,
         "skipped": data.skipped,
         "samples_per_cell": cfg.num_samples,
+        "aggregates": aggregates,
         "average": f"mean over the {len(data.tasks)} tasks that ran, per length; avg = mean over lengths",
     }
     return BenchmarkResult("ruler", summary, details, records, markdown)
