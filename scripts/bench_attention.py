@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dprope import accelerator
     from dprope.cli import compose_config
-    from dprope.config import ConfigError, to_typed
+    from dprope.config import ConfigError, first_line, to_typed
 
     model_cfg = to_typed(compose_config("train", [f"model={args.preset}"]).model, "model")
     device = accelerator.device()
@@ -171,12 +171,17 @@ def main(argv: list[str] | None = None) -> int:
             except ConfigError as err:
                 rows.append({"mode": mode, "implementation": kernel, "skipped": str(err)})
                 continue
-            rows.append(measure(model_cfg, items, mode, implementation, args, device, dtype))
+            try:
+                rows.append(measure(model_cfg, items, mode, implementation, args, device, dtype))
+            except (RuntimeError, NotImplementedError) as err:  # out of memory, a kernel's refusal
+                rows.append({"mode": mode, "implementation": implementation, "failed": first_line(err)})
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     for row in rows:  # against causal attention with the same kernel
         causal = next(
             (r for r in rows if r["mode"] == "causal" and r["implementation"] == row["implementation"]), None
         )
-        if "skipped" in row or causal is None or "skipped" in causal:
+        if not is_measured(row) or causal is None or not is_measured(causal):
             row["attention_flops_vs_causal"] = row["step_time_vs_causal"] = None
             continue
         row["attention_flops_vs_causal"] = row["attention_flops"] / causal["attention_flops"]
@@ -191,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'tokens/s':>11}{'peak GiB':>10}"
     )
     for row in rows:
-        if "skipped" in row:
-            print(f"{row['mode']:<10}{row['implementation']}: {row['skipped']}")
+        if not is_measured(row):
+            print(
+                f"{row['mode']:<10}{row['implementation']}: {row.get('skipped') or 'failed: ' + row['failed']}"
+            )
             continue
         ratio, time_ratio = row["attention_flops_vs_causal"], row["step_time_vs_causal"]
         print(
@@ -203,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.output:
         args.output.write_text(json.dumps(rows, indent=2))
-    return 0
+    return 0 if all("failed" not in row for row in rows) else 1
+
+
+def is_measured(row: dict) -> bool:
+    return "skipped" not in row and "failed" not in row
 
 
 if __name__ == "__main__":

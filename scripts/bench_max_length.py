@@ -260,7 +260,7 @@ def describe_model_states(states: dict, world_size: int, offload_optimizer: bool
     """One line: what the model states take per GPU, and whether the GPU can hold them."""
     where = "optimizer offloaded to the CPU" if offload_optimizer else "optimizer on the GPU"
     line = (
-        f"model states ({states['parameters'] / 1e9:.2f}B parameters, ZeRO-3 on {world_size} GPU(s), "
+        f"model states ({states['parameters']:,} parameters, ZeRO-3 on {world_size} GPU(s), "
         f"{where}; DeepSpeed's estimate): {states['gpu_gib']:.1f} GiB per GPU, "
         f"{states['cpu_gib']:.1f} GiB of CPU memory"
     )
