@@ -458,11 +458,12 @@ def wheel_list() -> dict[str, str]:
     return dict(sorted(wanted.items()))
 
 
-def download_wheels(directory: Path, python_version: str | None) -> int:
+def download_wheels(directory: Path, python_version: str | None, skip: list[str] | None = None) -> int:
     """pip download (binary wheels, no dependencies resolved: the list is complete) or, for a
-    source-only package, pip wheel; then requirements.txt and the folder's size."""
+    source-only package, pip wheel; then requirements.txt and the folder's size. ``skip``: what
+    the GPU machine is known to have (numpy, pandas, pyarrow in many images)."""
     directory.mkdir(parents=True, exist_ok=True)
-    wanted = wheel_list()
+    wanted = {n: v for n, v in wheel_list().items() if n not in {s.lower() for s in skip or []}}
     platform_args = []
     if python_version:
         platform_args = ["--python-version", python_version, "--implementation", "cp"]
@@ -566,9 +567,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--python-version", help="with --download-wheels: the GPU machine's Python (e.g. 3.12)"
     )
+    parser.add_argument(
+        "--skip", nargs="+", default=[], help="with --download-wheels: distributions to leave out"
+    )
     args = parser.parse_args(argv)
     if args.download_wheels:
-        return download_wheels(args.download_wheels, args.python_version)
+        return download_wheels(args.download_wheels, args.python_version, args.skip)
     if args.output is None:
         parser.error("--output is required")
     if args.budget is None:
