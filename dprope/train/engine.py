@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dprope import accelerator
 from dprope.config import ConfigError, first_line, local_path
 from dprope.model import ModelConfig, apply_rope
 from dprope.rope.registry import RopeConfig
@@ -86,12 +87,15 @@ def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     """Join (or, under plain `python`, create) the process group.
 
     Works under `deepspeed`, `torchrun` and `srun` (their environment names rank and world size)
-    and under plain `python` (a group of one). gloo on CPU, nccl on GPU. ``timeout_minutes``
+    and under plain `python` (a group of one). The device, nccl or gloo, and DeepSpeed's
+    accelerator all come from `dprope.accelerator`. ``timeout_minutes``
     bounds every collective, including the barriers where ranks wait for rank 0 to build the data
     cache, convert a checkpoint or write a checkpoint (`trainer.dist_timeout_minutes`).
     """
+    accelerator.name_deepspeed_accelerator()
     import deepspeed
 
+    accelerator.check_deepspeed_agrees()
     silence_collective_deprecations()
     if "RANK" not in os.environ and "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
         os.environ.update(
@@ -104,17 +108,24 @@ def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     os.environ.setdefault("LOCAL_RANK", "0")
-    cuda = torch.cuda.is_available()
     local_rank = int(os.environ["LOCAL_RANK"])
-    if cuda:
-        torch.cuda.set_device(local_rank)
+    device = accelerator.device(local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     deepspeed.init_distributed(
-        dist_backend="nccl" if cuda else "gloo",
+        dist_backend=accelerator.backend(),
         auto_mpi_discovery=False,
         timeout=datetime.timedelta(minutes=timeout_minutes),
     )
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return Runtime(int(os.environ["RANK"]), local_rank, int(os.environ["WORLD_SIZE"]), device)
+
+
+def optimizer_choice(cpu: bool, offload_optimizer: bool) -> dict[str, Any]:
+    """DeepSpeed's AdamW parameters that pick the implementation (see `deepspeed_config`):
+    torch's AdamW (fused on CUDA), or DeepSpeed's CPU Adam under ZeRO-Offload."""
+    if offload_optimizer:
+        return {"torch_adam": False}
+    return {"torch_adam": True} if cpu else {"torch_adam": True, "fused": True}
 
 
 def deepspeed_config(
@@ -127,8 +138,14 @@ def deepspeed_config(
     gradient into it, instead of summing up to 64 micro-batches in bf16 (8 significant bits).
     fp32 runs accumulate in fp32 anyway. ``load_universal``: the resume loads a universal
     checkpoint (saved on another world size).
+
+    The optimizer is torch's AdamW (DeepSpeed's ``torch_adam``), fused on CUDA: it needs no
+    compilation at run time, where DeepSpeed's own FusedAdam is built on first use with ``nvcc``
+    (the CUDA toolkit of torch's CUDA version) and ``ninja``. Under ZeRO-Offload
+    (``trainer.offload_optimizer``) the step runs on the CPU in DeepSpeed's CPU Adam, which
+    DeepSpeed compiles once per machine from C++ (a C++ compiler and ``ninja``, no CUDA toolkit).
     """
-    cpu = not torch.cuda.is_available()
+    cpu = not accelerator.on_cuda()
     zero: dict[str, Any] = {"stage": trainer.zero_stage}
     if trainer.zero_stage == 3:
         zero.update(
@@ -151,8 +168,7 @@ def deepspeed_config(
                 "betas": list(trainer.betas),
                 "eps": trainer.eps,
                 "weight_decay": trainer.weight_decay,
-                # DeepSpeed's fused Adam is CUDA-only; torch's AdamW on CPU (ZeRO-Offload uses DeepSpeedCPUAdam)
-                "torch_adam": cpu and not trainer.offload_optimizer,
+                **optimizer_choice(cpu, trainer.offload_optimizer),
             },
         },
         "zero_optimization": zero,

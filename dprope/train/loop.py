@@ -78,7 +78,7 @@ class StepRecorder:
             "grad_norm": result.grad_norm,
             "tokens_per_s": tokens_per_s,
             "step_time_s": result.elapsed,
-            "peak_memory_gib": peak_memory_gib(),
+            "peak_memory_gib": peak_memory_gib(reset=True),  # this step's peak
             "consumed_samples": state.trainer_state.consumed_samples,
         }
         if self.peak_flops is not None:
