@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dprope.config import ConfigError, first_line, local_path
+from dprope.inputs import check_safetensors
 from dprope.model import ModelConfig, apply_rope
 from dprope.rope.registry import RopeConfig
 from dprope.rope.strategies import RopeScaling
@@ -181,12 +182,17 @@ def deepspeed_config(
 
 
 def check_pretrained(model: ModelConfig) -> None:
-    """A local-looking ``model.pretrained`` must be a directory holding a config (before any load)."""
+    """A local-looking ``model.pretrained`` must be a directory holding a config and whole
+    safetensors files (before any load)."""
     if model.pretrained is None:
         return
     path = local_path(model.pretrained)
+    if path is not None and path.is_file():
+        raise ConfigError("model.pretrained", f"{model.pretrained} is a file, not a model directory")
     if path is not None and not (path / "config.json").is_file():
         raise ConfigError("model.pretrained", f"no model directory (config.json) at {model.pretrained}")
+    if path is not None:
+        check_safetensors(path, "model.pretrained")  # a truncated weight file, from its header
 
 
 def model_hf_config(model: ModelConfig, rope: RopeConfig) -> tuple[Any, RopeScaling]:
