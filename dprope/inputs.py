@@ -83,18 +83,15 @@ def check_text(path: Path, field: str, limit: int | None = None) -> None:
 
 def read_text(name: str | Path, field: str) -> str:
     """The UTF-8 text of the file ``name``; a directory, a missing, binary or non-UTF-8 file is
-    a ConfigError naming it."""
+    a ConfigError naming it (its first problem, as `text_problem` finds it)."""
     path = existing_file(name, field)
-    data = path.read_bytes()
-    nul = data.find(b"\0")
-    if nul >= 0:
-        raise ConfigError(field, f"{path}: a binary file (NUL byte at offset {nul}), not text")
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            field, f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})"
-        ) from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise ConfigError(field, f"{path}: {text_problem(path)}")
+    return text
 
 
 INDEX = "model.safetensors.index.json"

@@ -190,3 +190,39 @@ def test_tasks_over_local_files_need_no_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # never asked
     prepare_open_llm(open_llm(tmp_path, "local_arith"), EvalContext(max_positions=1024))
+
+
+# ---- benchmark files: binary, non-UTF-8, a directory ----
+
+
+def test_benchmark_files_that_are_not_text_are_named(tmp_path):
+    from dprope.eval.benchmarks.longbench_e.data import read_local
+    from dprope.eval.benchmarks.longbench_e.scoring import read_predictions
+    from dprope.eval.benchmarks.ruler.config import RulerConfig
+    from dprope.eval.benchmarks.ruler.sources import read_squad, read_words
+
+    essay = tmp_path / "essays.txt"
+    essay.write_bytes("An essay about caf\xe9s.".encode("latin-1"))  # was read with the byte replaced
+    with pytest.raises(
+        ConfigError, match=rf"^eval\.ruler\.essay_file: {essay}: not UTF-8 text \(byte 0xe9 at offset 18\)$"
+    ):
+        read_words(str(essay), "eval.ruler.essay_file")
+    squad = tmp_path / "dev-v2.0.json"
+    squad.write_bytes(b"\x1f\x8b\x08" + bytes(20))  # a gzip file under the JSON's name
+    with pytest.raises(
+        ConfigError, match=rf"^eval\.ruler\.squad_file: {squad}: not UTF-8 text \(byte 0x8b at offset 1\)$"
+    ):
+        read_squad(str(squad), "eval.ruler.squad_file")
+    with pytest.raises(ConfigError, match=rf"^essay_file: {tmp_path} is a directory, not a file$"):
+        RulerConfig(essay_file=str(tmp_path))
+    (tmp_path / "gov_report.jsonl").write_bytes(b'{"pred": "caf\xe9"}\n')
+    with pytest.raises(
+        ConfigError, match=r"^eval\.longbench_e\.predictions_dir: .*gov_report\.jsonl: not UTF-8 text"
+    ):
+        read_predictions(str(tmp_path), ["gov_report_e"])
+    (tmp_path / "trec_e.jsonl").write_bytes(bytes(8))
+    with pytest.raises(
+        ConfigError,
+        match=r"^eval\.longbench_e\.data_dir: .*trec_e\.jsonl: a binary file \(NUL byte at offset 0\)",
+    ):
+        read_local(str(tmp_path), "trec_e")

@@ -40,6 +40,8 @@ class RulerConfig:
             raise ConfigError("max_new_tokens", f"must be >= 1 or null (got {self.max_new_tokens})")
         for name in ("essay_file", *QA_FILES.values()):
             path = getattr(self, name)
+            if path is not None and Path(path).expanduser().is_dir():
+                raise ConfigError(name, f"{path} is a directory, not a file")
             if path is not None and not Path(path).expanduser().is_file():
                 raise ConfigError(name, f"{path} does not exist or is not a file")
 
