@@ -83,6 +83,30 @@ def silence_collective_deprecations() -> None:
     )
 
 
+@contextlib.contextmanager
+def without_inference_comm_op():
+    """Start DeepSpeed's communication backend without its shared-memory all-reduce op.
+
+    On the CPU accelerator, `deepspeed.init_distributed` probes which of DeepSpeed's C++ ops this
+    machine could build (compiling a test program: the two ``gcc ... test.c`` lines) and then
+    builds or loads ``deepspeed_shm_comm`` (``... built successfully``; a JIT compile of minutes
+    on a first run). That op serves only ``inference_all_reduce``, DeepSpeed's tensor-parallel
+    inference; training never calls it, and without it DeepSpeed uses torch.distributed's
+    all-reduce there. The op's builder is replaced for the duration of this call only (the
+    backend created here keeps no op); nothing else of DeepSpeed changes.
+    """
+    import importlib
+
+    # the module itself: `import deepspeed.comm.torch as m` gives torch (deepspeed.comm's attribute)
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    build = ds_torch.build_shm_op
+    ds_torch.build_shm_op = lambda: None
+    try:
+        yield
+    finally:
+        ds_torch.build_shm_op = build
+
+
 def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     """Join (or, under plain `python`, create) the process group.
 
@@ -109,11 +133,12 @@ def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:
         torch.cuda.set_device(local_rank)
-    deepspeed.init_distributed(
-        dist_backend="nccl" if cuda else "gloo",
-        auto_mpi_discovery=False,
-        timeout=datetime.timedelta(minutes=timeout_minutes),
-    )
+    with without_inference_comm_op():
+        deepspeed.init_distributed(
+            dist_backend="nccl" if cuda else "gloo",
+            auto_mpi_discovery=False,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+        )
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return Runtime(int(os.environ["RANK"]), local_rank, int(os.environ["WORLD_SIZE"]), device)
 
