@@ -43,8 +43,14 @@ def test_every_script_the_docs_name_exists():
 def test_make_demo_is_the_documented_default_run():
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     printed = subprocess.run(
-        ["make", "-n", "demo", "PY=python"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "demo", "PY=python"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert printed[-2:] == ["python", "launch/train.py"]  # no override: the same run, the same directory
     readme = (ROOT / "README.md").read_text()

@@ -39,29 +39,28 @@ def test_a_truncated_checkpoint_is_refused_before_its_weights_load(truncated_dir
         resolve_checkpoint(ModelConfig(name="tiny", pretrained=str(tiny_model_dir / "config.json")))
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["truncated", "tokenizer-file"],
-)
-def test_cli_one_line_exit_2(case, truncated_dir, tiny_model_dir, tmp_path):
-    args = {
-        "truncated": [f"model.pretrained={truncated_dir}"],
-        "tokenizer-file": [
-            f"model.pretrained={tiny_model_dir}",
-            f"model.tokenizer={tiny_model_dir / 'tokenizer.json'}",
-        ],
-    }[case]
-    message = {
-        "truncated": "error: model.pretrained: ",
-        "tokenizer-file": "error: model.tokenizer: ",
-    }[case]
-    proc = run_cli(
-        tmp_path / "hydra", "model=tiny", "eval=passkey", f"eval.output_dir={tmp_path / 'out'}", *args
-    )
+def test_cli_one_line_exit_2(truncated_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ["model=tiny", "eval=passkey", f"eval.output_dir={out}", f"model.pretrained={truncated_dir}"]
+    proc = run_cli(tmp_path / "hydra", *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
-    assert "is a file, not a tokenizer directory" in lines[0] or "damaged safetensors file" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: model.pretrained: "), proc.stderr[-2000:]
+    assert "damaged safetensors file" in lines[0] and not out.exists()
+
+
+def test_a_file_given_as_the_tokenizer_directory(tiny_model_dir):
+    from dprope.data.tokenizer import load_tokenizer
+
+    with pytest.raises(
+        ConfigError, match=r"^model\.tokenizer: .*tokenizer\.json is a file, not a tokenizer directory$"
+    ):
+        load_tokenizer(str(tiny_model_dir / "tokenizer.json"))
+    damaged = tiny_model_dir.parent / "damaged-tokenizer"
+    shutil.copytree(tiny_model_dir, damaged, dirs_exist_ok=True)
+    (damaged / "tokenizer.json").write_bytes(b"\x89PNG" + bytes(32))
+    with pytest.raises(ConfigError, match=r"^model\.tokenizer: cannot load tokenizer "):
+        load_tokenizer(str(damaged))
 
 
 # ---- lm-eval tasks whose data lives on the hub ----

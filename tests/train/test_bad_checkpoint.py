@@ -65,6 +65,7 @@ def test_the_plan_refuses_a_damaged_or_misplaced_model(export_dir, tmp_path):
         plan_with(export_dir / "config.json", tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_truncated_export_is_one_line_before_anything_is_written(export_dir, tmp_path, data_cache):
     cut = damaged_copy(export_dir, tmp_path / "cut", keep=0.9)
     out = tmp_path / "run"

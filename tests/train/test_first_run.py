@@ -29,6 +29,7 @@ def first_run(tmp_path_factory):
     return result
 
 
+@pytest.mark.slow
 def test_set_up_phases_are_announced_in_order(first_run):
     lines = (first_run.stdout + first_run.stderr).splitlines()
     positions = []
@@ -40,6 +41,7 @@ def test_set_up_phases_are_announced_in_order(first_run):
     assert re.search(NOTES[0], lines[0])  # the first thing the run prints
 
 
+@pytest.mark.slow
 def test_no_deepspeed_op_build_output(first_run):
     console = first_run.stdout + first_run.stderr
     for noise in ("test.c", "gcc ", "built successfully", "deepspeed_shm_comm"):
