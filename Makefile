@@ -42,8 +42,8 @@ test-gpu: ## the GPU tests (`gpu` marker; skipped without CUDA)
 test-all: ## every test this machine can run
 	$(PYTEST) -m "not gpu" || [ $$? -eq 5 ]
 
-demo: ## the main job on the embedded default: fine-tune the tiny model with DPRoPE (GPU when present), export it
-	$(PY) launch/train.py trainer.output_dir=outputs/demo
+demo: ## = python launch/train.py: fine-tune the tiny model with DPRoPE (GPU when present), export it (outputs/train/demo_tiny_dprope_s4.0)
+	$(PY) launch/train.py
 
 analyze: ## rotary-angle disturbance table for LLaMA-2-7B at s=4
 	$(PY) launch/analyze.py model=llama2_7b rope=dprope rope.factor=4

@@ -24,6 +24,7 @@ from typing import Any
 
 from dprope.config import ConfigError, first_line, local_path
 from dprope.data.tokenizer import load_tokenizer
+from dprope.inputs import check_safetensors
 from dprope.model import ModelConfig, apply_rope
 from dprope.rope.registry import RopeConfig
 
@@ -69,12 +70,15 @@ def resolve_checkpoint(model: ModelConfig, rope: RopeConfig | None = None) -> Ch
         raise ConfigError("model.pretrained", "must be set to a model directory or hub id to evaluate")
     path = local_path(name)
     if path is not None:
+        if path.is_file():
+            raise ConfigError("model.pretrained", f"{name} is a file, not a model directory")
         if not path.is_dir():
             raise ConfigError("model.pretrained", f"no model directory at {name}")
         if not (path / "config.json").is_file():
             raise ConfigError("model.pretrained", f"no config.json in {name}")
         if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
             raise ConfigError("model.pretrained", f"no weights (*.safetensors or *.bin) in {name}")
+        check_safetensors(path, "model.pretrained")  # a truncated weight file, from its header
         source = str(path)
     else:
         source = name

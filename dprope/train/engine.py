@@ -24,6 +24,7 @@ import torch
 
 from dprope import accelerator
 from dprope.config import ConfigError, first_line, local_path
+from dprope.inputs import check_safetensors
 from dprope.model import ModelConfig, apply_rope
 from dprope.rope.registry import RopeConfig
 from dprope.rope.strategies import RopeScaling
@@ -83,6 +84,30 @@ def silence_collective_deprecations() -> None:
     )
 
 
+@contextlib.contextmanager
+def without_inference_comm_op():
+    """Start DeepSpeed's communication backend without its shared-memory all-reduce op.
+
+    On the CPU accelerator, `deepspeed.init_distributed` probes which of DeepSpeed's C++ ops this
+    machine could build (compiling a test program: the two ``gcc ... test.c`` lines) and then
+    builds or loads ``deepspeed_shm_comm`` (``... built successfully``; a JIT compile of minutes
+    on a first run). That op serves only ``inference_all_reduce``, DeepSpeed's tensor-parallel
+    inference; training never calls it, and without it DeepSpeed uses torch.distributed's
+    all-reduce there. The op's builder is replaced for the duration of this call only (the
+    backend created here keeps no op); nothing else of DeepSpeed changes.
+    """
+    import importlib
+
+    # the module itself: `import deepspeed.comm.torch as m` gives torch (deepspeed.comm's attribute)
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    build = ds_torch.build_shm_op
+    ds_torch.build_shm_op = lambda: None
+    try:
+        yield
+    finally:
+        ds_torch.build_shm_op = build
+
+
 def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     """Join (or, under plain `python`, create) the process group.
 
@@ -112,11 +137,12 @@ def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     device = accelerator.device(local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    deepspeed.init_distributed(
-        dist_backend=accelerator.backend(),
-        auto_mpi_discovery=False,
-        timeout=datetime.timedelta(minutes=timeout_minutes),
-    )
+    with without_inference_comm_op():
+        deepspeed.init_distributed(
+            dist_backend=accelerator.backend(),
+            auto_mpi_discovery=False,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+        )
     return Runtime(int(os.environ["RANK"]), local_rank, int(os.environ["WORLD_SIZE"]), device)
 
 
@@ -197,12 +223,17 @@ def deepspeed_config(
 
 
 def check_pretrained(model: ModelConfig) -> None:
-    """A local-looking ``model.pretrained`` must be a directory holding a config (before any load)."""
+    """A local-looking ``model.pretrained`` must be a directory holding a config and whole
+    safetensors files (before any load)."""
     if model.pretrained is None:
         return
     path = local_path(model.pretrained)
+    if path is not None and path.is_file():
+        raise ConfigError("model.pretrained", f"{model.pretrained} is a file, not a model directory")
     if path is not None and not (path / "config.json").is_file():
         raise ConfigError("model.pretrained", f"no model directory (config.json) at {model.pretrained}")
+    if path is not None:
+        check_safetensors(path, "model.pretrained")  # a truncated weight file, from its header
 
 
 def model_hf_config(model: ModelConfig, rope: RopeConfig) -> tuple[Any, RopeScaling]:
