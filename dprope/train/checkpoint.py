@@ -244,10 +244,17 @@ def verify(path: Path, alone: bool = False) -> list[str]:
     return problems if alone else _gather(problems)
 
 
-def choose_resume(candidates: list[Path], world_size: int, rank: int) -> Resume | None:
+def choose_resume(
+    candidates: list[Path],
+    world_size: int,
+    rank: int,
+    accept: Callable[[Path, TrainerState], None] | None = None,
+) -> Resume | None:
     """The first intact checkpoint of ``candidates``; a damaged one is skipped with a warning
-    naming its bad file. Converts it to a universal checkpoint (once) when it was saved on
-    another world size. Call on every rank, after joining the process group."""
+    naming its bad file, one holding anything but plain weights is refused (`refuse_unsafe`).
+    ``accept(path, state)`` may refuse the chosen one by raising (a resume's settings check),
+    before it is converted to a universal checkpoint (once) when it was saved on another world
+    size. Call on every rank, after joining the process group."""
     damage = []
     for path in candidates:
         problems = verify(path)
@@ -258,6 +265,8 @@ def choose_resume(candidates: list[Path], world_size: int, rank: int) -> Resume 
             continue
         refuse_unsafe(path)
         state = read_state(path)
+        if accept is not None:
+            accept(path, state)
         universal = state.world_size != world_size
         if universal:
             ensure_universal(path, state.world_size, world_size, rank)

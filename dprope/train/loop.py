@@ -268,23 +268,25 @@ def _set_up(
     candidates = checkpoint.resume_candidates(trainer.resume, output_dir)
     run_dir.keep_runs_apart(trainer.resume, output_dir, candidates, runtime.rank)
     # verified (a damaged checkpoint falls back to an older one), checked for anything but plain
-    # weights and, saved on another world size, converted to a universal checkpoint; before any
-    # model loads
-    resume = checkpoint.choose_resume(candidates, runtime.world_size, runtime.rank)
+    # weights and for settings it cannot be resumed with and, saved on another world size,
+    # converted to a universal checkpoint; before any model loads
     settings = resume_settings.run_settings(run, plan)
-    start = checkpoint.TrainerState(world_size=runtime.world_size)
-    if resume is not None:
-        start = resume.state
-        changed = resume_settings.compare(
-            resume_settings.read_settings(resume.path), settings, resume.path, start.step
-        )
+
+    def accept(path: Path, state: checkpoint.TrainerState) -> None:
+        """This run's settings against the checkpoint's: applied changes logged, others refused."""
+        changed = resume_settings.compare(resume_settings.read_settings(path), settings, path, state.step)
         if changed and runtime.is_main:
             log.info(
                 "resuming %s with changed settings, applied from step %d on: %s",
-                resume.path.name,
-                start.step + 1,
+                path.name,
+                state.step + 1,
                 "; ".join(changed),
             )
+
+    resume = checkpoint.choose_resume(candidates, runtime.world_size, runtime.rank, accept)
+    start = checkpoint.TrainerState(world_size=runtime.world_size)
+    if resume is not None:
+        start = resume.state
     else:
         start.run_id = run_dir.new_run_id()
     num_samples = samples_needed(trainer, start)

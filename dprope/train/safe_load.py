@@ -52,6 +52,14 @@ def safe_globals() -> list[Any]:
     return [*deepspeed_state, *numpy_arrays]
 
 
+def allowed() -> torch.serialization.safe_globals:
+    """`safe_globals` allowed for the block: only those not allowed already, so that blocks nest
+    (torch's context removes what it added on exit, an outer block's entries included) and a
+    process's own allow-list is left as it was."""
+    present = torch.serialization.get_safe_globals()
+    return torch.serialization.safe_globals([g for g in safe_globals() if g not in present])
+
+
 @contextlib.contextmanager
 def safe_loading() -> Iterator[None]:
     """Every `torch.load` in the block is weights-only, whatever its call site asks for, with
@@ -60,7 +68,7 @@ def safe_loading() -> Iterator[None]:
     os.environ[FORCE] = "1"
     os.environ.pop(FORCE_OFF, None)
     try:
-        with torch.serialization.safe_globals(safe_globals()):
+        with allowed():
             yield
     finally:
         for name, value in saved.items():
@@ -74,7 +82,7 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
     """`torch.load` of one file, weights only; a file that names anything else is an
     `UnsafeCheckpointError` naming the file and the global."""
     try:
-        with torch.serialization.safe_globals(safe_globals()):
+        with allowed():
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(f"{path}: {refused_global(err)}; not loaded") from None
@@ -92,7 +100,7 @@ def unsafe_globals(directory: Path) -> list[str]:
     the allow-list, read statically (nothing is unpickled). Files torch cannot read statically
     (its legacy format) are left to the weights-only load."""
     problems = []
-    with torch.serialization.safe_globals(safe_globals()):
+    with allowed():
         for file in sorted(directory.rglob("*.pt")):
             try:
                 names = torch.serialization.get_unsafe_globals_in_checkpoint(str(file))

@@ -26,7 +26,7 @@ from dprope.train.checkpoint import (
     prune,
     tag_for,
 )
-from dprope.train.run_dir import LOCK, RunLock, holds_run, lock_run_dir, move_aside
+from dprope.train.run_dir import LOCK, RunLock, holds_run, keep_runs_apart, lock_run_dir, move_aside
 from tests.train.conftest import ROOT, read_metrics, run_train, small_run, train_env
 
 
@@ -117,6 +117,18 @@ def test_move_aside_moves_only_run_files(tmp_path):
     assert aside.parent == tmp_path and aside.name.startswith("run.before-")
     assert sorted(p.name for p in aside.iterdir()) == ["checkpoints", "metrics.jsonl"]
     assert sorted(p.name for p in run.iterdir()) == [LOCK, "notes.txt"] and not holds_run(run)
+
+
+def test_resuming_another_runs_checkpoint_moves_the_directory_s_own_run_aside(tmp_path):
+    other = make(checkpoint_root(tmp_path / "other"), 4, "theirs")
+    run = tmp_path / "run"
+    own = make(checkpoint_root(run), 2, "ours")
+    keep_runs_apart(str(own), run, [own], rank=0)  # one of its own: a continuation, nothing moves
+    keep_runs_apart("auto", run, [own], rank=0)
+    assert not list(tmp_path.glob("run.before-*"))
+    keep_runs_apart(str(other), run, [other], rank=0)
+    (aside,) = tmp_path.glob("run.before-*")
+    assert (checkpoint_root(aside) / tag_for(2)).is_dir() and not holds_run(run)
 
 
 # --- end to end -----------------------------------------------------------------------------

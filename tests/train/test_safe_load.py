@@ -18,7 +18,7 @@ import torch
 from dprope.config import ConfigError
 from dprope.train import checkpoint
 from dprope.train.checkpoint import MANIFEST, checkpoint_root
-from dprope.train.safe_load import UnsafeCheckpointError, safe_loading, unsafe_globals
+from dprope.train.safe_load import UnsafeCheckpointError, safe_load, safe_loading, unsafe_globals
 from tests.train.conftest import read_metrics, run_train, small_run
 
 
@@ -67,6 +67,22 @@ def test_deepspeeds_own_loader_is_weights_only_inside_safe_loading(tmp_path):
         TorchCheckpointEngine().load(str(tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt"))
     assert not marker.exists()
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # restored after the block
+
+
+def test_loads_nest_and_leave_the_processs_allow_list_as_it_was(tmp_path):
+    """DeepSpeed's universal load reads an optimizer file (with its ZeroStageEnum) after the
+    checkpoint engine's own weights-only load: the inner block must not drop the outer one's
+    allow-list, and none of it outlives the outer block."""
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    torch.save({"zero_stage": ZeroStageEnum.weights}, tmp_path / "optimizer_state.pt")
+    checkpoint._save_rng(tmp_path / "rng_rank0.pt")
+    before = list(torch.serialization.get_safe_globals())
+    with safe_loading():
+        safe_load(tmp_path / "rng_rank0.pt")
+        loaded = torch.load(tmp_path / "optimizer_state.pt", weights_only=False)  # forced weights-only
+    assert loaded["zero_stage"] is ZeroStageEnum.weights
+    assert torch.serialization.get_safe_globals() == before
 
 
 def test_a_checkpoint_naming_code_is_refused_before_anything_is_unpickled(tmp_path):
