@@ -28,6 +28,7 @@ from dprope.data.encode import encoded_batches
 from dprope.data.packing import token_dtype
 from dprope.data.sources import load_documents, source_fingerprint
 from dprope.data.tokenizer import tokenizer_fingerprint
+from dprope.storage import NoSpaceError
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +105,19 @@ def build_train_dataset(
             "data: tokenizing split %r into %s (once for these settings; later runs reuse it)", split, path
         )
         documents = load_documents(cfg, split, split_field, streaming=False)
-        with cache.staging(path) as partial:
-            meta = {"key": key, "tokenizer_name": tokenizer_name, "pad_id": pad_id(tokenizer)}
-            need = None if num_sequences is None else num_sequences * cfg.max_length
-            meta = _tokenize_into(cfg, documents, tokenizer, separators, need, partial, meta)
-            if meta["num_tokens"] < (cfg.max_length if cfg.drop_tail else 1):
-                raise ConfigError(
-                    "data.max_length",
-                    f"the split packs into no sequence of {cfg.max_length} tokens ({meta['num_tokens']} in all)",
-                )
+        try:
+            with cache.staging(path) as partial:
+                meta = {"key": key, "tokenizer_name": tokenizer_name, "pad_id": pad_id(tokenizer)}
+                need = None if num_sequences is None else num_sequences * cfg.max_length
+                meta = _tokenize_into(cfg, documents, tokenizer, separators, need, partial, meta)
+                if meta["num_tokens"] < (cfg.max_length if cfg.drop_tail else 1):
+                    raise ConfigError(
+                        "data.max_length",
+                        f"the split packs into no sequence of {cfg.max_length} tokens ({meta['num_tokens']} in all)",
+                    )
+        except NoSpaceError as err:
+            field = "data.cache_path" if cfg.cache_path else "data.cache_dir"
+            raise ConfigError(field, f"{err} (free space, or point {field} at a larger disk)") from None
     log.info("data: built %s (%d documents, %d tokens)", path, meta["num_documents"], meta["num_tokens"])
     return PackedDataset(path, num_sequences, from_cache=False)
 

@@ -21,6 +21,7 @@ wait for the first one's build instead of repeating it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ import numpy as np
 from dprope.config import ConfigError
 from dprope.data.config import DataConfig
 from dprope.data.sources import SOURCE_FIELD
+from dprope.storage import NoSpaceError, newest_file, no_space
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,8 @@ def staging(path: Path) -> Iterator[Path]:
     """A fresh partial directory, published as ``path`` (with COMPLETE) if the block succeeds.
 
     Call it holding `locked(path)`: any partial directory left beside ``path`` is then a crashed
-    build's and is removed first; on an exception the partial directory is removed too.
+    build's and is removed first; on an exception the partial directory is removed too, and a
+    full disk becomes a `NoSpaceError` naming the file being written.
     """
     for stale in path.parent.glob(f".{path.name}.partial-*"):
         log.warning("removing %s left by an interrupted build", stale)
@@ -173,8 +176,11 @@ def staging(path: Path) -> Iterator[Path]:
         if path.exists():
             shutil.rmtree(path)
         os.rename(partial, path)
-    except BaseException:
+    except BaseException as err:
+        culprit = newest_file(partial) if no_space(err) else None
         shutil.rmtree(partial, ignore_errors=True)
+        if culprit is not None:
+            raise NoSpaceError(culprit, "the partial cache was removed") from err
         raise
 
 
@@ -189,7 +195,9 @@ class TokenWriter:
         self.num_tokens = 0
 
     def append(self, tokens: np.ndarray, doc_lengths: np.ndarray) -> None:
-        tokens.astype(self.dtype, copy=False).tofile(self.file)
+        # a Python write, not ndarray.tofile: a full disk then raises OSError(ENOSPC), not
+        # "N requested and M written"
+        self.file.write(memoryview(np.ascontiguousarray(tokens, dtype=self.dtype)))
         self.lengths.append(np.asarray(doc_lengths, dtype=np.int64))
         self.num_tokens += len(tokens)
 
@@ -201,7 +209,9 @@ class TokenWriter:
         lengths = np.concatenate(self.lengths) if self.lengths else np.empty(0, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
         offsets = offsets[offsets < num_tokens]
-        np.save(self.directory / DOC_OFFSETS, offsets)
+        buffer = io.BytesIO()  # np.save to a file writes with tofile (no errno on a full disk)
+        np.save(buffer, offsets)
+        (self.directory / DOC_OFFSETS).write_bytes(buffer.getvalue())
         meta = {**meta, "dtype": self.dtype.name, "num_tokens": num_tokens, "num_documents": len(offsets)}
         (self.directory / META).write_text(json.dumps(meta, indent=1))
         return meta
