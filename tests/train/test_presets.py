@@ -149,7 +149,9 @@ def check_export(rope_parameters: dict, run: RunConfig) -> None:
     if run.rope.name == "dprope":
         k = run.rope.num_interpolated_dims
         own = run.model.geometry.pretraining_divisors().tolist()  # the model's own divisors (1 if plain)
-        assert 2 * sum(f / o > 1 + 1e-9 for f, o in zip(rope_parameters["short_factor"], own, strict=True)) == k
+        assert (
+            2 * sum(f / o > 1 + 1e-9 for f, o in zip(rope_parameters["short_factor"], own, strict=True)) == k
+        )
 
 
 @pytest.mark.parametrize("name", PRESETS)
