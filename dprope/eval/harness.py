@@ -127,6 +127,9 @@ def evaluate_tasks(
             bootstrap_iters=cfg.bootstrap_iters,
             log_samples=False,
             fewshot_random_seed=cfg.fewshot_seed,
+            # eval.chat_template: lm-eval's own chat formatting (few-shot examples as turns of it)
+            apply_chat_template=ctx.chat_template,
+            fewshot_as_multiturn=ctx.chat_template and task.num_fewshot > 0,
         )
         score, stderr = task_score(results, task, f"{field_name}.tasks[{i}]")
         summary[task.name] = score
@@ -134,6 +137,7 @@ def evaluate_tasks(
             "metric": task.metric,
             "num_fewshot": task.num_fewshot,
             "average": "unweighted mean of subtasks" if task.subtask_mean else "lm-eval",
+            "chat_template": ctx.chat_template,
             "score": score,
             "stderr": stderr,
         }

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from dprope.config import ConfigError
 from dprope.eval.benchmarks.passkey.config import PasskeyConfig
+from dprope.eval.chat import encode_prompt
 from dprope.eval.common import EvalContext, check_length
 
 TASK_DESCRIPTION = (
@@ -58,12 +59,13 @@ def prompt_text(key: str, before: int, after: int) -> str:
 class PasskeyPromptBuilder:
     """Prompts of a target token length for one tokenizer (see the module docstring)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, chat: bool = False):
         self.tokenizer = tokenizer
+        self.chat = chat  # wrapped in the chat template (eval.chat_template), counted in the length
         self._random_chars: dict[int, int] = {}  # length -> G of the random draw
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        return encode_prompt(self.tokenizer, text, self.chat)
 
     def _fits(self, length: int, key: str, chars: int, share: float) -> list[int] | None:
         before = round(share * chars)
@@ -115,7 +117,7 @@ def prepare_passkey(cfg: PasskeyConfig, tokenizer, ctx: EvalContext) -> list[Pas
     trials (grid)."""
     for length in cfg.lengths:
         check_length("eval.passkey.lengths", length, ctx)
-    builder = PasskeyPromptBuilder(tokenizer)
+    builder = PasskeyPromptBuilder(tokenizer, ctx.chat_template)
     rng = random.Random(ctx.seed)
     if cfg.sampling == "random":
         return [builder.build_random(length, rng) for length in cfg.lengths for _ in range(cfg.trials)]

@@ -5,11 +5,15 @@ the lengths, stride and documents in `data`. Figure: ``perplexity.png`` (log sca
 
 from __future__ import annotations
 
+import logging
+
 from dprope.eval.benchmark import Benchmark, Display, Inputs
 from dprope.eval.benchmarks.perplexity.config import PerplexityConfig
 from dprope.eval.benchmarks.perplexity.data import PerplexityData, read_documents
 from dprope.eval.benchmarks.perplexity.windows import perplexity
 from dprope.eval.common import BenchmarkResult, EvalContext, markdown_table
+
+log = logging.getLogger(__name__)
 
 
 def prepare(cfg: PerplexityConfig, inputs: Inputs) -> PerplexityData:
@@ -47,7 +51,10 @@ def run_perplexity(
         [[s.length, s.perplexity, s.tokens, s.windows, s.documents] for s in scores],
         3,
     )
+    if ctx.chat_template:
+        log.info("perplexity: eval.chat_template does not apply (whole documents are scored, no prompt)")
     details = {
+        "chat_template": "not applied: whole documents are scored, no prompt" if ctx.chat_template else False,
         "mode": cfg.mode,
         "aggregate": cfg.aggregate,
         "bos_every_window": data.bos is not None,
