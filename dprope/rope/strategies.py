@@ -8,6 +8,10 @@ inverse frequencies a model uses, and the cos/sin attention factor. `pi`, `yarn`
 reproduce transformers' ``linear``, ``yarn`` and ``llama3`` rope types operation for operation,
 so the frequencies are equal at float32 precision.
 
+A model whose own RoPE is already scaled (Llama-3.1) is extended from its effective frequencies:
+the ``*_divisors`` functions at the end give each rule's lambda_i for any reference frequencies
+(on plain RoPE they equal the functions above).
+
 The functions check nothing but the geometry (by building a `RotaryGeometry`): a strategy's own
 parameters are checked once, by its config class (`dprope.rope.config`), which calls these
 functions. The DPRoPE selection lives in `dprope.rope.selection`; the registry that names every

@@ -20,7 +20,7 @@ from dprope.rope.analysis import DisturbanceAnalyzer
 from dprope.rope.geometry import RotaryGeometry
 from dprope.rope.registry import STRATEGIES, default_config
 from dprope.rope.report import AnalysisConfig, format_table, run_analysis
-from tests.families import FAMILY_PRESETS, PUBLISHED, preset_model, tiny_model
+from tests.families import FAMILY_PRESETS, PUBLISHED, preset_model, tiny_model, tiny_model_overrides
 
 LLAMA31 = RotaryGeometry(
     128,
@@ -172,13 +172,27 @@ def rotary(model):
     return model.model.rotary_emb
 
 
-@pytest.mark.parametrize("preset", FAMILY_PRESETS)
+# a Qwen2.5 instruct config with its model card's YaRN x4 written in (an own RoPE with a cos/sin scale)
+YARN_QWEN = (
+    "qwen2_5_7b",
+    "model.rope_type=yarn",
+    "+model.rope_scaling.factor=4.0",
+    "+model.rope_scaling.original_max_position_embeddings=64",
+)
+
+
+@pytest.mark.parametrize("preset", [*FAMILY_PRESETS, YARN_QWEN], ids=[*FAMILY_PRESETS, "qwen2_5_7b-yarn"])
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_export_round_trip_gives_the_intended_frequencies(preset, name, tmp_path):
     """A tiny model of the family (its own rope type kept) with the strategy applied, saved and
     loaded by vanilla transformers: inv_freq and the cos/sin scale are the strategy's, which are
     the model's own frequencies divided by lambda_i."""
-    model_cfg = tiny_model(preset)
+    if isinstance(preset, tuple):
+        base, *extra = preset
+        model_cfg = preset_model(base, [*tiny_model_overrides(base), *extra])
+        assert model_cfg.geometry.attention_factor > 1
+    else:
+        model_cfg = tiny_model(preset)
     rope = default_config(name, 4.0)
     hf_config = model_cfg.hf_config(rope)
     scaling = model_cfg.scaling(rope)
