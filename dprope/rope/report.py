@@ -161,12 +161,12 @@ def format_table(result: AnalysisResult) -> str:
         "disturbance = 1000 x mean_i KL(P_i || P'_i); lower keeps the pre-training distribution better\n"
     )
     pi = result.strategies["pi"].disturbance
-    lines = [f"{'strategy':<10} {'disturbance':>12} {'vs pi':>8} {'scaled dims':>12}  rule"]
+    lines = [f"{'strategy':<10} {'disturbance':>12} {'vs pi':>10} {'scaled dims':>12}  rule"]
     for name, res in result.strategies.items():
         scaled = 2 * int((res.scaling.scaling_factors > 1 + 1e-6).sum())
         marker = " *" if name == result.selected else ""
         rel = f"{100 * (res.disturbance - pi) / pi:+.0f}%" if pi > 0 else "-"
-        lines.append(f"{name + marker:<10} {res.disturbance:>12.3f} {rel:>8} {scaled:>12}  {res.config.rule}")
+        lines.append(f"{name + marker:<10} {res.disturbance:>12.3f} {rel:>10} {scaled:>12}  {res.config.rule}")
     return header + "\n".join(lines) + "\n(* = selected strategy)"
 
 
