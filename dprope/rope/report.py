@@ -166,7 +166,9 @@ def format_table(result: AnalysisResult) -> str:
         scaled = 2 * int((res.scaling.scaling_factors > 1 + 1e-6).sum())
         marker = " *" if name == result.selected else ""
         rel = f"{100 * (res.disturbance - pi) / pi:+.0f}%" if pi > 0 else "-"
-        lines.append(f"{name + marker:<10} {res.disturbance:>12.3f} {rel:>10} {scaled:>12}  {res.config.rule}")
+        lines.append(
+            f"{name + marker:<10} {res.disturbance:>12.3f} {rel:>10} {scaled:>12}  {res.config.rule}"
+        )
     return header + "\n".join(lines) + "\n(* = selected strategy)"
 
 
