@@ -126,9 +126,11 @@ class DPRoPEConfig(RopeConfig):
         if k is not None and (k < 0 or k % 2):
             raise ConfigError("num_interpolated_dims", f"must be a non-negative even number (got {k})")
         if k is not None and geometry is not None and k > geometry.rotary_dim:
+            rotating = "head_dim" if geometry.rotary_dim == geometry.head_dim else "rotary dims"
+            bound = f"{rotating}={geometry.rotary_dim}"
             raise ConfigError(
                 "num_interpolated_dims",
-                f"must be an even number of rotary dimensions in [0, {geometry.rotary_dim}] (got {k})",
+                f"must be an even number of rotary dimensions in [0, {bound}] (got {k})",
             )
         check_angle_dtype(self.angle_dtype)
         if self.name in self.candidates:
