@@ -224,7 +224,7 @@ def test_the_family_experiments_are_all_there():
                 run = RunConfig.from_config(cfg)
                 assert preset_model_option(name) == model
                 assert (run.rope.factor, run.data.max_length) == (factor, length)
-                assert run.model.scaling(run.rope).target_length == length  # s x L is the sequence length
+                assert run.model.geometry.target_length(factor) == length  # s x L is the sequence length
                 assert (run.trainer.global_batch_size, run.trainer.sequence_parallel_size) == (batch, sp)
                 heads, kv = run.model.num_attention_heads, run.model.num_key_value_heads
                 assert ulysses_splits(heads, kv, sp) and run.trainer.tiled_compute
