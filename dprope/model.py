@@ -201,6 +201,8 @@ class ModelConfig:
                 preset.original_length,
             )
             found = replace(found, original_length=preset.original_length)
+        if source:
+            log.info("%s: rotary geometry from its config: %s", source, found.describe())
         return found
 
 
