@@ -20,9 +20,11 @@ per-pair divisors and the strategy's and the product of their attention factors:
 model has exactly the frequencies ``compute`` returns (``none`` keeps the model's own
 ``rope_parameters``). On plain RoPE each strategy exports its own native rope type.
 
-Adding a strategy: a pure function in `strategies.py`, a class here (fields with their comments,
-``validate``, ``compute``, ``export``, ``rule``), one line in ``STRATEGIES`` and a preset
-``configs/rope/<name>.yaml``; DPRoPE can then take it as a candidate.
+Adding a strategy: a pure function in `strategies.py` (and its rule on any reference frequencies),
+a class here (fields with their comments, ``validate``, ``_compute`` (the native formula on plain
+RoPE), ``divisors`` (the rule on an already-scaled RoPE), ``_export`` (its transformers rope
+type), ``rule``), one line in ``STRATEGIES`` and a preset ``configs/rope/<name>.yaml``; DPRoPE can
+then take it as a candidate.
 """
 
 from __future__ import annotations
