@@ -237,26 +237,20 @@ def check_pretrained(model: ModelConfig) -> None:
 
 
 def model_hf_config(model: ModelConfig, rope: RopeConfig) -> tuple[Any, RopeScaling]:
-    """The HF config to build: the checkpoint's (or the preset's, for random init) with the strategy
-    applied. The checkpoint's rotary numbers must match the preset's."""
+    """The HF config to build: the checkpoint's (or the preset family's, for random init) with the
+    strategy applied to the checkpoint's own rotary geometry, which the preset must agree with
+    (`dprope.model.ModelConfig.checked_geometry`): one line, before any weight loads."""
     if model.pretrained is None:
-        hf_config = model.hf_config()
-    else:
-        from transformers import AutoConfig
+        return (hf_config := model.hf_config()), apply_rope(hf_config, rope, model)
+    from transformers import AutoConfig
 
-        try:
-            hf_config = AutoConfig.from_pretrained(model.pretrained)
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                "model.pretrained", f"cannot load {model.pretrained!r}: {first_line(err)}"
-            ) from None
-        base = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta")
-        if base is not None and float(base) != model.rope_theta:
-            raise ConfigError(
-                "model.rope_theta", f"{model.rope_theta} does not match the checkpoint's {base}"
-            )
-    scaling = apply_rope(hf_config, rope, model)
-    return hf_config, scaling
+    try:
+        hf_config = AutoConfig.from_pretrained(model.pretrained)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            "model.pretrained", f"cannot load {model.pretrained!r}: {first_line(err)}"
+        ) from None
+    return hf_config, apply_rope(hf_config, rope, model, model.pretrained)
 
 
 def build_model(model: ModelConfig, hf_config: Any, precision: str, attention: str, seed: int):

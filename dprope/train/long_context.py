@@ -49,15 +49,15 @@ def check_long_context(trainer: TrainerConfig, hf_config: Any, max_length: int, 
         return
     heads = hf_config.num_attention_heads
     kv_heads = getattr(hf_config, "num_key_value_heads", None) or heads
-    if heads % size:
-        raise ConfigError(
-            "trainer.sequence_parallel_size", f"{size} does not divide the model's {heads} attention heads"
-        )
-    if kv_heads % size and size % kv_heads:
-        # the library replicates key/value heads when the SP size is a multiple of their number
+    if not ulysses_splits(heads, kv_heads, size):
+        # DeepSpeed splits the query heads evenly over the group and replicates key/value heads
+        # when the group outnumbers them (UlyssesSPAttentionHF: kv_replication_factor)
+        works = [n for n in range(1, heads + 1) if ulysses_splits(heads, kv_heads, n)]
         raise ConfigError(
             "trainer.sequence_parallel_size",
-            f"{size} and the model's {kv_heads} key/value heads do not divide one another",
+            f"{size} cannot split the model's {heads} query and {kv_heads} key/value heads (DeepSpeed Ulysses "
+            f"needs heads divisible by it and key/value heads dividing it or divisible by it); sizes that "
+            f"work: {', '.join(map(str, works))}",
         )
     if max_length % size:
         raise ConfigError(
@@ -74,6 +74,14 @@ def check_long_context(trainer: TrainerConfig, hf_config: Any, max_length: int, 
             f"{trainer.attention} attention cannot run with sequence_parallel_size > 1: DeepSpeed's Ulysses attention "
             "is causal only (it drops document masks)",
         )
+
+
+def ulysses_splits(heads: int, kv_heads: int, size: int) -> bool:
+    """Whether DeepSpeed's Ulysses attention runs ``heads`` query and ``kv_heads`` key/value heads
+    over ``size`` ranks: the query heads split evenly; the key/value heads split evenly, or are
+    replicated ``size / kv_heads`` times when fewer (Qwen2.5's 4 at SP=8 would be, but its 28
+    query heads do not split over 8)."""
+    return heads % size == 0 and (kv_heads % size == 0 or size % kv_heads == 0)
 
 
 def register_sequence_parallel(model: torch.nn.Module, implementation: str, size: int, micro_batch_size: int):
