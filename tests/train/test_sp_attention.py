@@ -1,0 +1,111 @@
+"""Document and anchor attention under Ulysses sequence parallelism: the whole window's segments
+travel whole through DeepSpeed's loader adapter, and SP=2 on two CPU processes gives the
+single-process losses and gradients in every mode (slow)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dprope.data.segments import ANCHOR, collate_segments
+from dprope.train.attention import ATTENTION_MODES, document_mask, window_segments
+from dprope.train.long_context import _WholeWindows
+from tests.train.conftest import ROOT, train_env
+
+BOS = 1
+
+
+def items(extra_target: bool) -> list[dict]:
+    rows = []
+    for starts, seed in (([0, 9, 30], 0), ([5, 40], 1)):
+        ids = torch.randint(3, 250, (48,), generator=torch.Generator().manual_seed(seed))
+        ids[starts] = BOS
+        row = {"input_ids": ids, "doc_starts": torch.tensor(starts), "length": 48}
+        if extra_target:
+            row["next_token"] = 77
+        rows.append(row)
+    return rows
+
+
+def slices(batch: dict, size: int = 2) -> list[dict]:
+    """What DeepSpeed's adapter gives each rank: tensors cut along the sequence, the rest whole."""
+    chunk = batch["input_ids"].shape[1] // size
+    return [
+        {k: v[:, r * chunk : (r + 1) * chunk] if torch.is_tensor(v) else v for k, v in batch.items()}
+        for r in range(size)
+    ]
+
+
+def test_the_whole_windows_segments_travel_whole_and_rebuild_the_collates():
+    batch = collate_segments(items(extra_target=True), ANCHOR, BOS)
+    (prepared,) = list(_WholeWindows([dict(batch)]))
+    assert "segment_ids" not in prepared and "cu_seqlens" not in prepared and "shift_labels" not in prepared
+    assert (
+        prepared["window_cu_seqlens"] == batch["cu_seqlens"].tolist()
+    )  # a list: the adapter copies it whole
+    assert torch.equal(prepared["targets"], batch["shift_labels"])  # sliced with the tokens, not re-shifted
+    for part in slices(prepared):
+        window, segment_ids = window_segments(part)
+        # every rank's masks are those of the whole window, ids renumbered across rows only
+        assert torch.equal(document_mask(segment_ids), document_mask(batch["segment_ids"]))
+        assert (
+            torch.equal(window["cu_seqlens"], batch["cu_seqlens"])
+            and window["max_length"] == batch["max_length"]
+        )
+
+
+def test_a_slice_gets_the_whole_windows_mask_and_flash_offsets():
+    batch = collate_segments(items(extra_target=False), ANCHOR, BOS)
+    (prepared,) = list(_WholeWindows([dict(batch)]))
+    mode, cpu = ATTENTION_MODES["anchor"], torch.device("cpu")
+    whole = mode.masks(batch, "sdpa", cpu)["attention_mask"]
+    for part in slices(prepared):
+        assert torch.equal(mode.masks(part, "sdpa", cpu)["attention_mask"], whole)  # (batch, 1, 48, 48)
+        flash = mode.masks(part, "flash_attention_2", cpu)
+        assert flash["cu_seq_lens_q"].tolist() == batch["cu_seqlens"].tolist()
+        assert flash["max_length_q"] == batch["max_length"]
+    assert ATTENTION_MODES["causal"].masks(prepared, "sdpa", cpu) == {}  # causal: DeepSpeed's own rule
+
+
+@pytest.mark.slow
+def test_sequence_parallel_gives_the_single_process_losses_and_gradients_in_every_mode():
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "tests.train.sp_masked"]
+    done = subprocess.run(command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    for case in (
+        "document/standard",
+        "anchor/standard",
+        "anchor/anchorcontext",
+        "anchor/anchorcontext/tiled",
+    ):
+        assert f"sp masked: {case}: losses" in done.stdout
+    assert "sp masked: ok" in done.stdout
+
+
+@pytest.mark.parametrize("context", ["32k", "64k", "128k"])
+def test_the_long_context_presets_plan_with_anchor_attention(context):
+    """The presets at full size (random init: no weights here) with `trainer.attention=anchor`: the
+    authors' packing, Ulysses with the window's masks kept, the tiled loss with the mode's masks."""
+    from dprope.cli import compose_config
+    from dprope.train.config import RunConfig
+    from dprope.train.micro_step import TiledLossStep
+    from dprope.train.plan import plan_run
+    from dprope.train.transforms import UlyssesAttention
+
+    overrides = [
+        f"+experiment=llama7b_{context}_ours",
+        "trainer.attention=anchor",
+        "model.pretrained=null",
+        "model.tokenizer=byte",
+    ]
+    run = RunConfig.from_config(compose_config("train", overrides))
+    assert (run.data.add_eos, run.data.packing, run.data.extra_target) == (False, "pieces", True)
+    plan = plan_run(run, world_size=8)
+    (ulysses,) = [t for t in plan.transforms if isinstance(t, UlyssesAttention)]
+    assert ulysses.keep_masks and ulysses.size == run.trainer.sequence_parallel_size
+    assert plan.micro_step is TiledLossStep and plan.accumulation % ulysses.size == 0
+    assert plan.seq_len % ulysses.size == 0  # the inputs split evenly; the extra target is no input
