@@ -109,3 +109,33 @@ def test_the_long_context_presets_plan_with_anchor_attention(context):
     assert ulysses.keep_masks and ulysses.size == run.trainer.sequence_parallel_size
     assert plan.micro_step is TiledLossStep and plan.accumulation % ulysses.size == 0
     assert plan.seq_len % ulysses.size == 0  # the inputs split evenly; the extra target is no input
+
+
+def _anchor_step(tiny_model_cfg, tiled: bool):
+    """One micro-step of the tiny model (ZeRO-3, one process) on two packed anchor windows."""
+    from deepspeed.utils import safe_get_full_grad
+
+    from dprope.data.config import ANCHORCONTEXT
+    from dprope.rope.registry import rope_config
+    from dprope.train.config import TrainerConfig
+    from dprope.train.micro_step import PlainStep, TiledLossStep
+    from tests.train.conftest import materialised, tiny_plan
+    from tests.train.sp_masked import windows
+
+    trainer = TrainerConfig(
+        global_batch_size=2, micro_batch_size=2, tiled_compute=tiled, tiled_shards=2, attention="anchor"
+    )
+    plan = tiny_plan(tiny_model_cfg, trainer, rope_config({"name": "pi", "factor": 2.0}), seq_len=64)
+    built = materialised(plan)
+    assert type(built.micro_step) is (TiledLossStep if tiled else PlainStep)
+    loss = float(built.micro_step(plan.mode.collate(BOS)(windows(ANCHORCONTEXT))))
+    weight = built.engine.module.model.layers[1].self_attn.q_proj.weight
+    return loss, safe_get_full_grad(weight).clone()
+
+
+def test_the_tiled_loss_attends_as_the_mode_says(tiny_model_cfg):
+    # before, the tiled step passed no mask: anchor attention silently ran causal over the window
+    loss, grad = _anchor_step(tiny_model_cfg, tiled=False)
+    tiled_loss, tiled_grad = _anchor_step(tiny_model_cfg, tiled=True)
+    assert tiled_loss == pytest.approx(loss, rel=1e-6)
+    torch.testing.assert_close(tiled_grad, grad, rtol=1e-4, atol=1e-6)
