@@ -139,3 +139,31 @@ def test_the_tiled_loss_attends_as_the_mode_says(tiny_model_cfg):
     tiled_loss, tiled_grad = _anchor_step(tiny_model_cfg, tiled=True)
     assert tiled_loss == pytest.approx(loss, rel=1e-6)
     torch.testing.assert_close(tiled_grad, grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_an_anchor_run_with_sequence_parallelism_trains_as_one_process(tmp_path, data_cache):
+    """launch/train.py end to end: the authors' packing built into the cache, the SP loader, the
+    Ulysses step with the window's masks; the losses and gradient norms of one process."""
+    from tests.train.conftest import read_metrics, run_train, small_run
+
+    overrides = [
+        "trainer.attention=anchor",
+        "trainer.steps=3",
+        "trainer.save_every=0",
+        "trainer.export=false",
+    ]
+    one = run_train(small_run(tmp_path / "sp1", data_cache, *overrides))
+    assert one.returncode == 0, one.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two = run_train(
+        small_run(tmp_path / "sp2", data_cache, *overrides, "trainer.sequence_parallel_size=2"),
+        launcher=torchrun,
+        timeout=900,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "sequence parallel 2" in two.stdout
+    ours, reference = read_metrics(tmp_path / "sp2"), read_metrics(tmp_path / "sp1")
+    assert [r["step"] for r in ours] == [1, 2, 3]
+    assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
+    assert [r["grad_norm"] for r in ours] == pytest.approx([r["grad_norm"] for r in reference], rel=1e-4)
