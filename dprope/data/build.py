@@ -123,7 +123,8 @@ def build_train_dataset(
                     "data.max_length",
                     f"the split packs into no sequence of {cfg.window} tokens ({meta['num_tokens']} in all)",
                 )
-    log.info("data: built %s (%d documents, %d tokens)", path, meta["num_documents"], meta["num_tokens"])
+    unit = "pieces" if cfg.packing == "pieces" else "documents"  # a cut document: a piece per window
+    log.info("data: built %s (%d %s, %d tokens)", path, meta["num_documents"], unit, meta["num_tokens"])
     return PackedDataset(path, num_sequences, from_cache=False)
 
 
