@@ -15,8 +15,10 @@ builds it on the CPU from the packed ``doc_starts`` (`dprope.data.packing`), nev
   position 0 that is the first token of its segment attends only to itself, so every copy of it
   computes the same keys and values in every layer: all documents see one shared anchor, as in
   their FlexAttention path (one anchor prepended, visible to every token). A window that begins
-  inside a document gets the anchor too: its first token is replaced by BOS, so the continuation
-  loses one token of context (their packing also loses one token at each cut).
+  inside a document (``data.packing=stream``) gets the anchor too: its first token is replaced
+  by BOS, so the continuation loses one token of context. The authors' packing
+  (``data.packing=pieces``, the default of ``trainer.attention=anchor``) puts a BOS in front of a
+  continued piece instead, so every window already begins with one.
 
 Padding after a kept tail's ``length`` is a segment of its own (it never sees real tokens and
 no real token sees it; its labels are -100 anyway).
