@@ -9,7 +9,8 @@ Layout of ``<cache_root>/<name>-<split>-<max_length>-<digest>/`` (or ``cache_pat
 
 The key holds everything that changes the stored tokens: the source (hub id, configuration and
 revision, or each file's path, size and modification time), split, text field, document cap,
-the tokenizer's fingerprint, max_length, separators, tail rule, seed and the number of sequences.
+the tokenizer's fingerprint, max_length, separators, tail rule, seed and the number of sequences,
+and the packing and extra target when they are not the stream packing's (`DataConfig.packing`).
 Its hash names the directory, so a changed key is simply another directory.
 
 A build writes into a hidden ``.<name>.partial-<pid>`` sibling under a file lock, writes
@@ -48,7 +49,9 @@ TOKENS, DOC_OFFSETS, META, COMPLETE = "tokens.bin", "doc_offsets.npy", "meta.jso
 def cache_key(
     cfg: DataConfig, split: str, source: dict[str, Any], tokenizer_hash: str, num_sequences: int | None
 ) -> dict[str, Any]:
-    """Everything that changes the stored tokens, as plain JSON values."""
+    """Everything that changes the stored tokens, as plain JSON values (packing conventions left
+    null are the standard ones, as `dprope.data.build` resolves them)."""
+    cfg = cfg.resolved()
     key = {
         "format": FORMAT,
         "source": cfg.source,
@@ -64,6 +67,8 @@ def cache_key(
         "seed": cfg.seed,
         "num_sequences": num_sequences,
     }
+    if cfg.packing != "stream" or cfg.extra_target:  # only then: caches of the stream packing keep their keys
+        key.update(packing=cfg.packing, extra_target=cfg.extra_target)
     return json.loads(json.dumps(key))  # tuples -> lists, as they read back from meta.json
 
 

@@ -174,6 +174,8 @@ class RunConfig:
     logger: LoggerConfig
 
     def __post_init__(self) -> None:
+        # the packing conventions `data` leaves null follow the attention mode (anchor: the authors')
+        self.data = self.data.resolved(ATTENTION_MODES[self.trainer.attention].packing)
         if ATTENTION_MODES[self.trainer.attention].needs_bos and not self.data.add_bos:
             raise ConfigError(
                 "data.add_bos",

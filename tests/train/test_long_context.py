@@ -71,18 +71,11 @@ def test_qwen2_5_heads_list_the_sequence_parallel_sizes_that_work():
                 check_long_context(trainer, config, 28 * 256, "sdpa")
 
 
-def test_document_and_anchor_attention_are_refused_with_sequence_parallelism():
-    # the library's Ulysses attention drops every mask but the causal one
-    for mode in ("document", "anchor"):
+def test_every_attention_mode_runs_with_sequence_parallelism():
+    for mode in ("causal", "document", "anchor"):
         trainer = TrainerConfig(global_batch_size=8, sequence_parallel_size=2, attention=mode)
-        with pytest.raises(ConfigError) as err:
-            check_long_context(trainer, heads(), 256, "sdpa")
-        assert err.value.field == "trainer.attention"
-        assert str(err.value).startswith(
-            f"trainer.attention: {mode} attention cannot run with sequence_parallel"
-        )
-    trainer = TrainerConfig(global_batch_size=8, sequence_parallel_size=2, attention="causal")
-    check_long_context(trainer, heads(), 256, "sdpa")
+        for kernel in ("sdpa", "flash_attention_2", "flex_attention"):
+            check_long_context(trainer, heads(), 256, kernel)
 
 
 @pytest.mark.parametrize(
