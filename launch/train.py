@@ -12,6 +12,7 @@ continues).
 from __future__ import annotations
 
 import logging
+import sys
 
 from omegaconf import OmegaConf
 
@@ -32,5 +33,23 @@ def main(cfg, run: RunConfig) -> None:
         raise SystemExit(code)
 
 
+def run() -> None:
+    """`main`, then the exit without the interpreter's teardown where a process group was joined
+    (`dprope.train.engine.exit_process`)."""
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        if not isinstance(stop.code, int | None):
+            raise
+        code = stop.code or 0
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        from dprope.train.engine import exit_process
+
+        exit_process(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()

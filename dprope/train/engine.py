@@ -17,9 +17,10 @@ import datetime
 import logging
 import os
 import socket
+import sys
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
@@ -162,6 +163,21 @@ def destroy_gloo_group() -> None:
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that joined a process group without the interpreter's teardown.
+
+    A finished multi-process run could still abort in the teardown (``terminate called without
+    an active exception``, SIGABRT, exit 134) while the C++ threads of the group's objects, which
+    DeepSpeed keeps references to, are destroyed after Python is gone; the launcher then reports
+    a finished run as failed. Here the exit handlers run first (the group is destroyed, see
+    `destroy_gloo_group`), logs and streams are flushed, and the process ends with ``code``."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def optimizer_choice(cpu: bool, offload_optimizer: bool) -> dict[str, Any]:
