@@ -22,11 +22,14 @@ install-gpu: install ## `install` plus the CUDA extras (.[gpu]): liger-kernel, a
 	# flash-attn's build imports the installed torch (no build isolation); MAX_JOBS bounds the compiler's memory
 	MAX_JOBS=$${MAX_JOBS:-4} $(PIP) install --no-build-isolation -e ".[gpu]"
 
-# pytest exits 5 when a marker selection holds no test: not a failure here.
-PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+# pytest exits 5 when a marker selection holds no test: not a failure here. --durations lists
+# the slowest tests after each run, so a test that grows slow shows.
+PYTEST = $(PY) -m pytest -q -p no:cacheprovider --durations=20
+# the fast tier runs on TEST_WORKERS processes (pytest-xdist), each test file on one of them
+TEST_WORKERS ?= 2
 
-test: ## fast test suite (no `slow`, no `gpu`)
-	$(PYTEST) -m "not slow and not gpu" || [ $$? -eq 5 ]
+test: ## fast test suite (no `slow`, no `gpu`), on TEST_WORKERS processes
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not slow and not gpu" || [ $$? -eq 5 ]
 
 test-slow: ## the slow end-to-end tests
 	$(PYTEST) -m "slow and not gpu" || [ $$? -eq 5 ]

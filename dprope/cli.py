@@ -3,6 +3,9 @@
 - `register_schemas` makes each config dataclass the schema of its Hydra group (ConfigStore,
   under ``schema/``); every YAML preset starts from it (``defaults: [/schema/<group>@_here_]``)
   and only overrides values.
+- `root_schemas` names the root schema of each entry point's config (``configs/<name>.yaml``):
+  the dataclass of the typed job its entry point builds, whose fields are the config's only
+  top-level keys, so ``+foo=1`` is an unknown key like ``+trainer.foo=1``.
 - `check_command_line` parses the overrides with Hydra's own parser, expands every sweep as
   Hydra's basic sweeper does (``choice``, ``range``, ``glob``, comma lists, ``hydra.sweeper.params``
   of a ``+sweep`` preset), composes each job and builds its typed configs, so that an unknown
@@ -40,7 +43,7 @@ def fail(message: str, code: int = EXIT_CONFIG_ERROR) -> None:
 
 
 def schemas() -> dict[str, Any]:
-    """Schema path under ``schema/`` -> dataclass (or instance, for strategies sharing a class)."""
+    """Schema path under ``schema/`` -> dataclass."""
     from dprope.data.config import DataConfig
     from dprope.eval.suite import EvalConfig
     from dprope.model import ModelConfig
@@ -61,8 +64,72 @@ def schemas() -> dict[str, Any]:
         "precision": PrecisionConfig,
         "reproduce": ReproduceConfig,
     }
-    nodes.update({f"rope/{name}": strategy.config(name=name) for name, strategy in STRATEGIES.items()})
+    nodes.update({f"rope/{name}": config for name, config in STRATEGIES.items()})
     return nodes
+
+
+def root_schemas() -> dict[str, type]:
+    """Config name -> its root schema: the typed job the entry point builds from it, one field per
+    top-level key (``train``: `RunConfig`, for launch/train.py, launch/prepare_data.py and
+    scripts/slurm/submit.py; ``evaluate``: `EvalJob`, for launch/eval.py and ``submit.py --eval``)."""
+    from dprope.eval.job import EvalJob
+    from dprope.reproduce.config import Reproduction
+    from dprope.rope.precision_analysis import PrecisionJob
+    from dprope.rope.report import AnalysisJob
+    from dprope.train.config import RunConfig
+
+    return {
+        "train": RunConfig,
+        "evaluate": EvalJob,
+        "analyze": AnalysisJob,
+        "precision": PrecisionJob,
+        "reproduction": Reproduction,
+    }
+
+
+def _top_key(override: str) -> str:
+    """The top-level config key an override string touches (``+trainer.steps=3`` -> trainer)."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key.split(".", 1)[0].split("/", 1)[0].split("@", 1)[0]
+
+
+def check_root(config_name: str, cfg: Any, overrides: list[str], sweep: str | None = None) -> None:
+    """Refuse a top-level key that the root schema of ``config_name`` does not declare.
+
+    One exception: a ``+sweep`` preset is shared by launch/train.py and launch/analyze.py, and the
+    sections it sets for the training runs (``trainer``, ``data``) mean nothing to an analysis;
+    they are left unread, with a note on stderr, unless the command line itself touches them.
+    Raises ConfigError naming the key. ``sweep``: the ``+sweep`` choice, when ``cfg`` (a job's
+    config inside Hydra) has no ``hydra`` node to read it from.
+    """
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    declared = {f.name for f in dataclasses.fields(root_schemas()[config_name])}
+    sweep = sweep or OmegaConf.select(cfg, "hydra.runtime.choices.sweep", default=None)
+    from_sweep: set[str] = set()
+    if sweep is not None and (CONFIG_DIR / "sweep" / f"{sweep}.yaml").is_file():
+        preset = OmegaConf.load(CONFIG_DIR / "sweep" / f"{sweep}.yaml")
+        from_sweep = set(preset.keys()) - {"defaults", "hydra"} - {_top_key(o) for o in overrides}
+    ignored = []
+    for key in cfg.keys():
+        if key == "hydra" or key in declared:
+            continue
+        if key not in from_sweep:
+            raise ConfigError(str(key), f"unknown key (known: {', '.join(sorted(declared))})")
+        ignored.append(str(key))
+    if ignored:
+        _note_unread(config_name, sweep, tuple(ignored))
+
+
+@functools.cache
+def _note_unread(config_name: str, sweep: str, keys: tuple[str, ...]) -> None:
+    print(
+        f"note: +sweep={sweep} sets {', '.join(keys)} for training runs; {config_name} does not read them",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @functools.cache
@@ -145,6 +212,7 @@ def compose_job(config_name: str, overrides: list[str], job_num: int = 0):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     except Exception as err:  # Hydra raises several kinds; each means a bad override
         raise ConfigError(*describe(err).split(": ", 1)) from None
+    check_root(config_name, cfg, overrides)
     with open_dict(cfg):
         cfg.hydra.job.num = job_num
     HydraConfig.instance().set_config(cfg)
@@ -249,14 +317,20 @@ def hydra_main(
     """Decorator for an entry point: ``@hydra_main("train", build_run) def main(cfg, run): ...``.
 
     ``build(cfg)`` turns the composed config into the typed configs the task receives; it runs
-    for every job of the command line before Hydra starts any, and again inside each job.
+    for every job of the command line before Hydra starts any, and again inside each job. The
+    entry keeps ``config_name`` and ``build``, so its checks can also run in process
+    (``check_command_line(main.config_name, argv, main.build)``).
     """
     import hydra
 
     def decorate(task: Callable[[Any, Any], object]) -> Callable[[], object]:
         @functools.wraps(task)
         def guarded(cfg):
+            from hydra.core.hydra_config import HydraConfig
+
+            job = HydraConfig.get()
             try:
+                check_root(config_name, cfg, list(job.overrides.task), job.runtime.choices.get("sweep"))
                 return task(cfg, build(cfg))
             except ConfigError as err:
                 fail(str(err))
@@ -273,6 +347,7 @@ def hydra_main(
             check_command_line(config_name, sys.argv[1:], build)
             return hydra_entry()
 
+        entry.config_name, entry.build = config_name, build
         return entry
 
     return decorate

@@ -108,6 +108,14 @@ def to_typed(node: Any, prefix: str = "") -> Any:
         raise omegaconf_error(err, "" if inside else prefix) from None
 
 
+def typed_sections(cls: type[T], cfg: Any) -> T:
+    """Root dataclass `cls` (an entry point's typed job) from a composed config whose sections,
+    one per field of `cls` and of the same name, are schema-typed nodes; errors name the field."""
+    import dataclasses
+
+    return cls(**{f.name: to_typed(cfg[f.name], f.name) for f in dataclasses.fields(cls)})
+
+
 def from_mapping(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") -> T:
     """Build dataclass `cls` from a plain mapping through its OmegaConf schema.
 

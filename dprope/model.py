@@ -1,7 +1,8 @@
 """Model presets: the rotary geometry every part needs, and the HF config a run builds on.
 
-`ModelConfig` is the schema of `configs/model/*.yaml`. The RoPE analysis needs only ``head_dim``,
-``rope_theta`` and ``original_max_position_embeddings`` (never weights); training loads
+`ModelConfig` is the schema of `configs/model/*.yaml`. The RoPE analysis needs only its rotary
+geometry (``head_dim``, ``rope_theta``, ``original_max_position_embeddings``, checked by
+`dprope.rope.geometry.RotaryGeometry`), never weights; training loads
 ``pretrained`` (a hub id or a local directory) or, when it is null, initialises a random
 Llama-family model from the architecture fields (the ``tiny`` preset).
 """
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dprope.config import ConfigError
-from dprope.rope.registry import RopeConfig, build_scaling, rope_parameters
+from dprope.rope.config import RopeConfig
+from dprope.rope.geometry import RotaryGeometry
+from dprope.rope.registry import compute_scaling
 from dprope.rope.strategies import RopeScaling
 
 
@@ -34,15 +37,7 @@ class ModelConfig:
     vocab_size: int = 260  # the built-in byte tokenizer's size for the tiny preset
 
     def __post_init__(self) -> None:
-        if self.head_dim <= 0 or self.head_dim % 2:
-            raise ConfigError("head_dim", f"must be a positive even number (got {self.head_dim})")
-        if not self.rope_theta > 1:
-            raise ConfigError("rope_theta", f"must be > 1 (got {self.rope_theta})")
-        if self.original_max_position_embeddings <= 0:
-            raise ConfigError(
-                "original_max_position_embeddings",
-                f"must be positive (got {self.original_max_position_embeddings})",
-            )
+        _ = self.geometry  # building it checks the rotary numbers (errors name model.<field>)
         for name in (
             "hidden_size",
             "num_hidden_layers",
@@ -56,6 +51,11 @@ class ModelConfig:
             raise ConfigError(
                 "tokenizer", "must be set when pretrained is null (use 'byte' for the built-in one)"
             )
+
+    @property
+    def geometry(self) -> RotaryGeometry:
+        """The rotary numbers every strategy and analysis start from (errors name ``model.<field>``)."""
+        return RotaryGeometry(self.head_dim, self.rope_theta, self.original_max_position_embeddings)
 
     @property
     def tokenizer_name(self) -> str:
@@ -84,8 +84,9 @@ class ModelConfig:
         return config
 
     def scaling(self, rope: RopeConfig) -> RopeScaling:
-        """The strategy's result for this model's geometry."""
-        return build_scaling(rope, self.head_dim, self.rope_theta, self.original_max_position_embeddings)
+        """The strategy's result for this model's geometry; errors name ``rope.<field>`` or
+        ``model.<field>``."""
+        return compute_scaling(rope, self.geometry)
 
 
 def flash_attn_available() -> bool:
@@ -108,6 +109,6 @@ def apply_rope(hf_config: Any, rope: RopeConfig, model: ModelConfig) -> RopeScal
     if head_dim != model.head_dim:
         raise ConfigError("model.head_dim", f"{model.head_dim} does not match the checkpoint's {head_dim}")
     scaling = model.scaling(rope)
-    hf_config.rope_parameters = rope_parameters(rope, scaling)
+    hf_config.rope_parameters = rope.export(scaling)
     hf_config.max_position_embeddings = scaling.target_length
     return scaling

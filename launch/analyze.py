@@ -12,20 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from dprope.cli import hydra_main
-from dprope.config import to_typed
-from dprope.model import ModelConfig
-from dprope.rope.registry import RopeConfig
-from dprope.rope.report import AnalysisConfig, format_pairs, format_table, run_analysis, write_json
+from dprope.rope.report import AnalysisJob, format_pairs, format_table, run_analysis, write_json
 
 
-def build(cfg) -> tuple[ModelConfig, RopeConfig, AnalysisConfig]:
-    return to_typed(cfg.model, "model"), to_typed(cfg.rope, "rope"), to_typed(cfg.analysis, "analysis")
-
-
-@hydra_main("analyze", build)
-def main(cfg, typed: tuple[ModelConfig, RopeConfig, AnalysisConfig]) -> None:
-    model, rope, settings = typed
-    result = run_analysis(model, rope, settings)
+@hydra_main("analyze", AnalysisJob.from_config)
+def main(cfg, job: AnalysisJob) -> None:
+    settings = job.analysis
+    result = run_analysis(job.model, job.rope, settings)
     print(format_table(result), end="\n\n")
     print(format_pairs(result), end="\n\n")
 

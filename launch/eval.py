@@ -1,10 +1,10 @@
-"""Evaluate a checkpoint on the paper's benchmarks (method-notes section 7).
+"""Evaluate a checkpoint on the paper's benchmarks (docs/method-notes.md, section 7).
 
     python launch/eval.py eval=passkey model.pretrained=<dir or hub id> model.name=ours-16k
     python launch/eval.py eval=all model=llama2_7b model.pretrained=<dir> eval.batch_size=4 logger=wandb
     python launch/eval.py model=llama2_7b model.pretrained=<base> rope=yarn rope.factor=4 eval=perplexity
 
-eval=passkey | perplexity | longbench_e | ruler | open_llm | all. ``rope=<strategy>`` applies that
+eval=passkey | perplexity | longbench_e | longbench_v2 | ruler | babilong | open_llm | all. ``rope=<strategy>`` applies that
 strategy to the base checkpoint at load time (training-free evaluation). Writes results.json,
 results.md, PNG plots and predictions/<benchmark>.jsonl to the run directory (or
 `eval.output_dir`), rewriting them after each benchmark, and prints each benchmark's tables.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dprope.cli import hydra_main
 from dprope.eval.job import EvalJob
-from dprope.eval.report import log_to_wandb, write_results
+from dprope.eval.report import log_to_wandb, write_figures, write_results
 from dprope.eval.suite import EvalReport, run_suite
 
 
@@ -36,12 +36,7 @@ def main(cfg, job: EvalJob) -> None:
         write_results(report, output_dir)
 
     report = run_suite(job.model, settings, job.data, on_result, job.rope)
-    figures = []
-    if settings.plots:
-        from dprope.eval.plots import plot_benchmark
-
-        for result in report.benchmarks.values():
-            figures += plot_benchmark(result, job.model.name, output_dir)
+    figures = write_figures(report, job.model.name, output_dir) if settings.plots else []
     for path in [*write_results(report, output_dir), *figures]:
         print(f"wrote: {path}")
 

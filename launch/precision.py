@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dprope.cli import hydra_main
-from dprope.config import to_typed
 from dprope.model import ModelConfig
-from dprope.rope.precision_analysis import PrecisionConfig, format_table, measure, write_figure, write_json
+from dprope.rope.precision_analysis import PrecisionJob, format_table, measure, write_figure, write_json
 from dprope.train.engine import check_pretrained
 
 
@@ -29,16 +28,16 @@ def load_model(model: ModelConfig):
     return AutoModelForCausalLM.from_pretrained(model.pretrained, dtype=torch.float32).eval()
 
 
-def build(cfg) -> tuple[ModelConfig, PrecisionConfig]:
-    model_cfg = to_typed(cfg.model, "model")
-    check_pretrained(model_cfg)
-    return model_cfg, to_typed(cfg.precision, "precision")
+def build(cfg) -> PrecisionJob:
+    job = PrecisionJob.from_config(cfg)
+    check_pretrained(job.model)
+    return job
 
 
 @hydra_main("precision", build)
-def main(cfg, typed: tuple[ModelConfig, PrecisionConfig]) -> None:
-    model_cfg, settings = typed
-    model = load_model(model_cfg)
+def main(cfg, job: PrecisionJob) -> None:
+    settings = job.precision
+    model = load_model(job.model)
     result = measure(model, settings, model.config.vocab_size)
     print(format_table(result), end="\n\n")
     if settings.output_dir:

@@ -4,8 +4,9 @@
     deepspeed launch/train.py +experiment=llama13b_16k_ours  # the paper's setting (8 GPUs)
     torchrun --nproc_per_node=8 launch/train.py +experiment=llama7b_8k_pi
 
-Exit codes: 0 done, 2 bad configuration, 3 non-finite loss, 75 stopped by SIGTERM/SIGUSR1 after
-saving a checkpoint (requeue the job; `trainer.resume=auto` continues).
+Exit codes: 0 done, 2 bad configuration, 3 non-finite loss, 4 a checkpoint DeepSpeed cannot load,
+75 stopped by SIGTERM/SIGUSR1 after saving a checkpoint (requeue the job; `trainer.resume=auto`
+continues).
 """
 
 from __future__ import annotations

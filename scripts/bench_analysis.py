@@ -18,8 +18,9 @@ import torch
 
 from dprope.model import ModelConfig
 from dprope.rope.analysis import DisturbanceAnalyzer
-from dprope.rope.registry import DPRoPEConfig, build_scaling
+from dprope.rope.registry import compute_scaling
 from dprope.rope.report import AnalysisConfig, run_analysis
+from dprope.rope.selection import DPRoPEConfig
 
 LLAMA2 = ModelConfig(
     name="llama2-7b",
@@ -47,16 +48,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    geometry = (LLAMA2.head_dim, LLAMA2.rope_theta, LLAMA2.original_max_position_embeddings)
+    geometry = LLAMA2.geometry
     settings = AnalysisConfig(figures=False)
     rows = []
     for dtype in ("float32", "float64"):
         rope = DPRoPEConfig(factor=args.factor, num_intervals=args.num_intervals, angle_dtype=dtype)
         work = {
             "pre-training distribution (L positions)": partial(
-                DisturbanceAnalyzer, *geometry, args.num_intervals, dtype
+                DisturbanceAnalyzer, geometry, args.num_intervals, dtype
             ),
-            "DPRoPE selection (2 candidates)": partial(build_scaling, rope, *geometry),
+            "DPRoPE selection (2 candidates)": partial(compute_scaling, rope, geometry),
             "full analysis (6 strategies + selection)": partial(run_analysis, LLAMA2, rope, settings),
         }
         rows += [(dtype, name, median_seconds(fn, args.repeats)) for name, fn in work.items()]

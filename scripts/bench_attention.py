@@ -7,7 +7,7 @@ Documents of random length (``--doc-length``: ``exp:MEAN`` exponential, ``fixed:
 ``uniform:LOW,HIGH``) are packed by the project's own packing (`dprope.data.packing`) into
 windows of ``--length`` tokens and collated for each mode as training does. Each row times
 forward + backward of the model (no optimizer, no DeepSpeed) with the kernel training would pick
-(`dprope.train.engine.resolve_attention`).
+and the inputs that mode gives that kernel (the attention-mode registry, `dprope.train.attention`).
 
 Attention FLOPs (analytic, forward + backward): only query-key pairs the mask lets through
 count. Per layer and head, ``QK^T`` and ``PV`` cost 2 x pairs x head_dim multiply-adds = 4 x
@@ -30,9 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dprope.data.packing import pack_stream  # noqa: E402
-from dprope.data.sampler import collate_packed  # noqa: E402
-from dprope.data.segments import ATTENTION_MODES, collate_documents  # noqa: E402
-from dprope.train.attention import kernel_description, model_inputs, visible_pairs  # noqa: E402
+from dprope.train.attention import ATTENTION_MODES, resolve_implementation, visible_pairs  # noqa: E402
 
 BOS, EOS, PAD = 1, 2, 0
 
@@ -75,7 +73,7 @@ def packed_items(length: int, batch: int, spec: str, seed: int, vocab: int) -> l
 
 
 def collate(items: list[dict], mode: str) -> dict:
-    return collate_packed(items) if mode == "causal" else collate_documents(items, mode, BOS)
+    return ATTENTION_MODES[mode].collate(BOS)(items)
 
 
 def attention_flops(batch: dict, mode: str, heads: int, head_dim: int, layers: int) -> int:
@@ -99,23 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.preset, args.length, args.batch, args.steps, args.doc_length = "tiny", 128, 2, 1, "exp:32"
 
-    import yaml
     from transformers import AutoModelForCausalLM
 
-    from dprope.model import ModelConfig
-    from dprope.train.config import TrainerConfig
-    from dprope.train.engine import resolve_attention
+    from dprope.cli import compose_config
+    from dprope.config import to_typed
 
-    root = Path(__file__).resolve().parents[1]
-    preset = yaml.safe_load((root / "configs" / "model" / f"{args.preset}.yaml").read_text())
-    model_cfg = ModelConfig(**{k: v for k, v in preset.items() if k != "defaults"})
+    model_cfg = to_typed(compose_config("train", [f"model={args.preset}"]).model, "model")
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
     items = packed_items(args.length, args.batch, args.doc_length, args.seed, model_cfg.vocab_size)
     rows, causal_flops = [], None
     for mode in args.modes.split(","):
-        implementation = resolve_attention(TrainerConfig(attention=mode))
+        implementation = resolve_implementation("auto", ATTENTION_MODES[mode])
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(
             model_cfg.hf_config(), dtype=dtype, attn_implementation=implementation
@@ -132,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            model(**model_inputs(batch, implementation, device, dtype)).loss.backward()
+            model(**ATTENTION_MODES[mode].inputs(batch, implementation, device, dtype)).loss.backward()
             if cuda:
                 torch.cuda.synchronize()
             if step:  # the first step warms up (allocations, compilation)
@@ -141,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "mode": mode,
-                "kernel": kernel_description(mode, implementation),
+                "kernel": ATTENTION_MODES[mode].describe(implementation),
                 "attention_tflop_per_step": flops / 1e12,
                 "attention_flops_vs_causal": flops / causal_flops if causal_flops else None,
                 "step_time_s": seconds,

@@ -8,14 +8,19 @@ Options (`dprope.train.long_context`, DeepSpeed ALST): ``plain`` (ZeRO-3, gradie
 bf16), ``tiled`` (+ TiledMLP and TiledFusedLogitsLoss), ``tiled+offload`` (+ checkpoint inputs
 offloaded to CPU), ``sp`` (all of it with ``trainer.sequence_parallel_size=N`` on N processes).
 
-Each attempt is a fresh child process (under torchrun for ``sp``) that builds the random-init
-model with the trainer's own engine, runs a warm-up step and a timed step on one random
-sequence per data-parallel replica, and prints one JSON line. A CUDA out-of-memory error, or a
+Each attempt is a fresh child process (under torchrun for ``sp``) that takes the trainer's own
+path: it composes the run (``model=llama2_7b`` with random weights, or ``model=tiny`` for
+``--smoke``; PI at s = length / L), plans it (`dprope.train.plan`: precision, attention kernel,
+Liger, batch arithmetic, model transforms), materialises it and runs a warm-up step and a timed
+step of the trainer's `Stepper` on one random sequence per data-parallel replica, then prints one
+JSON line. A CUDA out-of-memory error, or a
 peak memory above ``--memory-limit-gib``, means "does not fit". The search starts at the longest
 length, then bisects on multiples of ``--granule`` (lengths that fit are assumed to form a prefix).
 
 Reported per option: the longest length that fits, its tokens/s (timed step) and MFU (PaLM
-FLOPs, `dprope.train.metrics`; GPU only), peak memory, and the attempts made.
+FLOPs, `dprope.train.metrics`; GPU only), peak memory, the kernels and attention the plan chose
+(``trainer.kernels=auto``: Liger where it runs, which excludes the tiled and SP options), and the
+attempts made; the JSON also has the micro-step kind and the model transforms applied.
 """
 
 from __future__ import annotations
@@ -65,61 +70,54 @@ def longest_fitting(
     return low * granule, attempts
 
 
-def model_config(smoke: bool):
-    from dprope.model import ModelConfig
+def compose_run(option: str, length: int, smoke: bool, world_size: int):
+    """The training run an attempt plans: the model preset with random weights, PI from L up to
+    ``length``, ZeRO-3 with gradient checkpointing, one sequence per rank and step (SP turns x
+    replicas), and the option's long-context settings."""
+    from dprope.cli import compose_config
+    from dprope.train.config import RunConfig
 
-    if smoke:
-        return ModelConfig(name="tiny", tokenizer="byte")
-    # LLaMA-2-7B's shape (configs/model/llama2_7b.yaml), random weights: memory and speed only
-    return ModelConfig(
-        name="llama2-7b-shape",
-        tokenizer="byte",  # unused: the tokens are random
-        head_dim=128,
-        original_max_position_embeddings=4096,
-        hidden_size=4096,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        intermediate_size=11008,
-        vocab_size=32000,
+    sequence_parallel = world_size if option == "sp" else 1
+    model = ["model=tiny"] if smoke else ["model=llama2_7b", "model.pretrained=null", "model.tokenizer=byte"]
+    cfg = compose_config(
+        "train",
+        [
+            *model,
+            "rope=pi",
+            f"data.max_length={length}",
+            "trainer=zero3",
+            "trainer.output_dir=unused",
+            f"trainer.global_batch_size={world_size}",
+            "trainer.micro_batch_size=1",
+            "trainer.gradient_checkpointing=true",
+            f"trainer.sequence_parallel_size={sequence_parallel}",
+            f"trainer.tiled_compute={option != 'plain'}",
+            f"trainer.offload_activations={option in ('tiled+offload', 'sp')}",
+            "trainer.export=false",
+            "trainer.save_every=0",
+        ],
     )
+    cfg.rope.factor = max(1.0, length / cfg.model.original_max_position_embeddings)
+    return RunConfig.from_config(cfg)
 
 
 def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | None) -> dict:
     """One warm-up and one timed training step at ``length`` in this process (every rank)."""
     import torch
 
-    from dprope.rope.registry import rope_config
-    from dprope.train.config import TrainerConfig
-    from dprope.train.engine import (
-        build_engine,
-        init_distributed,
-        model_hf_config,
-        resolve_attention,
-        resolve_precision,
-    )
-    from dprope.train.long_context import LongContext, check_long_context, forward_backward, sp_loader
+    from dprope.train.engine import expected_world_size, init_distributed, materialise
+    from dprope.train.long_context import sp_loader
     from dprope.train.metrics import model_flops_per_token, peak_flops, peak_memory_gib
+    from dprope.train.plan import plan_run
+    from dprope.train.stepper import Stepper
 
+    world_size = expected_world_size()
+    run = compose_run(option, length, smoke, world_size)
+    plan = plan_run(run, world_size)  # the trainer's checks and choices: kernels, attention, transforms
     runtime = init_distributed()
-    sequence_parallel = runtime.world_size if option == "sp" else 1
+    sequence_parallel = run.trainer.sequence_parallel_size
     data_parallel = runtime.world_size // sequence_parallel
-    trainer = TrainerConfig(
-        output_dir="unused",
-        global_batch_size=runtime.world_size,  # one sequence per rank and step: SP turns x replicas
-        micro_batch_size=1,
-        sequence_parallel_size=sequence_parallel,
-        tiled_compute=option != "plain",
-        offload_activations=option in ("tiled+offload", "sp"),
-        gradient_checkpointing=True,
-    )
-    model = model_config(smoke)
-    factor = max(1.0, length / model.original_max_position_embeddings)
-    hf_config, scaling = model_hf_config(model, rope_config({"name": "pi", "factor": factor}))
-    precision, attention = resolve_precision(trainer), resolve_attention(trainer)
-    check_long_context(trainer, hf_config, length, attention)
-    plan = LongContext.from_trainer(trainer)
-    engine, _ = build_engine(model, hf_config, scaling, trainer, runtime, precision, attention, plan=plan)
+    built = materialise(plan, runtime)
     generator = torch.Generator().manual_seed(runtime.rank // sequence_parallel)
     sequences = [
         {
@@ -127,10 +125,12 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
             "labels": ids[None].clone(),
             "position_ids": torch.arange(length)[None],
         }
-        for ids in torch.randint(3, model.vocab_size, (2, length), generator=generator)
+        for ids in torch.randint(3, run.model.vocab_size, (2, length), generator=generator)
     ]
     # a step is one turn per SP rank: each rank's loader supplies one sequence per step
-    batches = iter(sp_loader(torch.utils.data.DataLoader(sequences, batch_size=None), runtime, plan))
+    loader = torch.utils.data.DataLoader(sequences, batch_size=None)
+    batches = iter(sp_loader(loader, runtime.device, built.parts.sp_group, sequence_parallel))
+    stepper = Stepper(built.engine, built.micro_step, batches, plan.accumulation, runtime.device)
     cuda = torch.cuda.is_available()
     elapsed = None
     try:
@@ -138,9 +138,7 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            for _ in range(sequence_parallel):
-                forward_backward(engine, next(batches), runtime.device, plan)
-                engine.step()
+            stepper.step()
             if cuda:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start if step == 1 else None
@@ -150,7 +148,7 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
     if memory_limit_gib is not None and peak > memory_limit_gib:
         return {"ok": False, "reason": f"peak {peak:.2f} GiB over the limit", "peak_memory_gib": peak}
     tokens = length * data_parallel * sequence_parallel  # one sequence per replica per SP turn
-    per_token = model_flops_per_token(engine.module, scaling.head_dim, length)
+    per_token = model_flops_per_token(built.engine.module, plan.scaling.head_dim, length)
     tokens_per_s = tokens / elapsed
     device_peak = peak_flops(None)
     return {
@@ -159,6 +157,10 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
         "mfu": None if device_peak is None else tokens_per_s * per_token / (runtime.world_size * device_peak),
         "peak_memory_gib": peak,
         "world_size": runtime.world_size,
+        "attention": plan.attention,
+        "kernels": plan.kernels,
+        "micro_step": plan.micro_step.__name__,
+        "transforms": built.applied,
     }
 
 
@@ -231,12 +233,15 @@ def main() -> None:
         args.min_length, args.max_length, args.granule = 64, 256, 64
         args.sp = 2
     summaries = [search(option, args) for option in args.options]
-    print(f"\n{'option':<14} {'max length':>10} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9}")
+    print(
+        f"\n{'option':<14} {'max length':>10} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9}  kernels, attention"
+    )
     for s in summaries:
         mfu = "-" if s.get("mfu") is None else f"{100 * s['mfu']:.1f}%"
         tokens = "-" if s.get("tokens_per_s") is None else f"{s['tokens_per_s']:.0f}"
         peak = "-" if s.get("peak_memory_gib") is None else f"{s['peak_memory_gib']:.1f}"
-        print(f"{s['option']:<14} {str(s['max_length']):>10} {tokens:>10} {mfu:>6} {peak:>9}")
+        chosen = f"{s['kernels']}, {s['attention']}" if "kernels" in s else "-"
+        print(f"{s['option']:<14} {str(s['max_length']):>10} {tokens:>10} {mfu:>6} {peak:>9}  {chosen}")
     if args.output is not None:
         args.output.write_text(json.dumps(summaries, indent=2))
 

@@ -1,7 +1,7 @@
 """Training speed and memory: the HF Trainer stack against dprope, on the same model and data.
 
     python scripts/bench_train.py --layers 4 --seq 8192 16384     # one GPU, LLaMA-2-7B shape
-    python scripts/bench_train.py --smoke                         # a tiny shape on CPU, under a minute
+    python scripts/bench_train.py --smoke                         # the tiny preset on CPU, under a minute
 
 Configurations (`--configs`, default all):
   hf_trainer    (a) transformers `Trainer` with the same DeepSpeed ZeRO-3 config dprope generates
@@ -9,10 +9,13 @@ Configurations (`--configs`, default all):
   dprope_none   (b) dprope's engine and training step, `trainer.kernels=none`
   dprope_liger  (c) the same with `trainer.kernels=liger`
 
-Every configuration trains a randomly initialised LLaMA-2-7B-shaped model (hidden 4096, 32 heads
-of 128, intermediate 11008, vocab 32000; `--layers N` layers so it fits one GPU) on the same
-seeded random tokens: micro batch 1, bf16 on GPU, gradient checkpointing, ZeRO-3, AdamW. Each
-runs in its own process, so peak memory figures are its own. Columns: tokens/s and MFU over the
+Every configuration trains a randomly initialised model of the `configs/model` preset `--model`
+(default llama2_7b: hidden 4096, 32 heads of 128, intermediate 11008, vocab 32000; `--layers N`
+layers so it fits one GPU) on the same seeded random tokens: micro batch 1, bf16 on GPU,
+gradient checkpointing, ZeRO-3, AdamW, DPRoPE at s = seq / L. The run is composed and planned as
+the trainer does it (`dprope.train.plan`), so (b) and (c) measure the trainer's own path: its
+kernels, attention, model transforms, engine and `Stepper`; (a) trains the same model with the
+plan's DeepSpeed config. Each runs in its own process, so peak memory figures are its own. Columns: tokens/s and MFU over the
 steps after `--warmup`, peak allocated and reserved GiB (on CPU: the peak resident set size, no
 reserved figure), and the ratios to (a). MFU follows `dprope.train.metrics` (PaLM's FLOPs per
 token over the GPU's dense bf16 peak, `--peak-tflops` for another device).
@@ -36,130 +39,105 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RESULT_PREFIX = "BENCH_RESULT "
-# name -> (table label, `TrainerConfig` fields it sets); a new option is one more entry
+# name -> (table label, the training overrides it adds); a new option is one more entry
 CONFIGS = {
-    "hf_trainer": ("(a) HF Trainer + DeepSpeed ZeRO-3", {}),
-    "dprope_none": ("(b) dprope, kernels=none", {"kernels": "none"}),
-    "dprope_liger": ("(c) dprope, kernels=liger", {"kernels": "liger"}),
+    "hf_trainer": ("(a) HF Trainer + DeepSpeed ZeRO-3", ["trainer.kernels=none"]),
+    "dprope_none": ("(b) dprope, kernels=none", ["trainer.kernels=none"]),
+    "dprope_liger": ("(c) dprope, kernels=liger", ["trainer.kernels=liger"]),
 }
 BASELINE = "hf_trainer"
-# LLaMA-2-7B (Touvron et al., 2023), random init; the layer count comes from --layers
-LLAMA2_7B = {
-    "hidden_size": 4096,
-    "num_attention_heads": 32,
-    "head_dim": 128,
-    "intermediate_size": 11008,
-    "vocab_size": 32000,
-    "original_max_position_embeddings": 4096,
-}
-SMOKE = {
-    "hidden_size": 64,
-    "num_attention_heads": 4,
-    "head_dim": 16,
-    "intermediate_size": 128,
-    "vocab_size": 512,
-    "original_max_position_embeddings": 64,
-}
 
 
 # ---------------------------------------------------------------- one configuration (worker)
 
 
+def compose_run(spec: dict):
+    """The training run of a configuration: the model preset with random weights and ``layers``
+    decoder layers, DPRoPE at s = seq / L, ZeRO-3 with gradient checkpointing, micro batch 1."""
+    from dprope.cli import compose_config
+    from dprope.train.config import RunConfig
+
+    cfg = compose_config(
+        "train",
+        [
+            f"model={spec['model']}",
+            "model.pretrained=null",  # random init: speed and memory only
+            "model.tokenizer=byte",  # unused: the tokens are random
+            f"model.num_hidden_layers={spec['layers']}",
+            "rope=dprope",
+            f"data.max_length={spec['seq']}",
+            "trainer=zero3",
+            f"trainer.output_dir={spec['output_dir']}",
+            f"trainer.steps={spec['warmup'] + spec['steps']}",
+            "trainer.global_batch_size=1",
+            "trainer.micro_batch_size=1",
+            "trainer.gradient_checkpointing=true",
+            f"trainer.attn_implementation={spec['attention']}",
+            "trainer.save_every=0",
+            "trainer.export=false",
+            f"trainer.seed={spec['seed']}",
+            *CONFIGS[spec["config"]][1],
+        ],
+    )
+    cfg.rope.factor = max(1.0, spec["seq"] / cfg.model.original_max_position_embeddings)
+    return RunConfig.from_config(cfg)
+
+
 def _setup(spec: dict):
-    """The parts every configuration shares: model preset, strategy, precision, data."""
+    """The parts every configuration shares: the planned run, its process group and the tokens."""
     import torch
 
-    from dprope.model import ModelConfig
-    from dprope.rope.registry import default_config
-    from dprope.train.config import TrainerConfig
-    from dprope.train.engine import init_distributed, model_hf_config, resolve_attention, resolve_precision
+    from dprope.train.engine import init_distributed
+    from dprope.train.plan import plan_run
 
-    shape = spec["shape"]
-    model_cfg = ModelConfig(name="bench", tokenizer="byte", num_hidden_layers=spec["layers"], **shape)
-    factor = max(1.0, spec["seq"] / shape["original_max_position_embeddings"])
-    hf_config, scaling = model_hf_config(model_cfg, default_config("dprope", factor))
-    trainer = TrainerConfig(
-        output_dir=spec["output_dir"],
-        steps=spec["warmup"] + spec["steps"],
-        global_batch_size=1,
-        micro_batch_size=1,
-        gradient_checkpointing=True,
-        attn_implementation=spec["attention"],
-        save_every=0,
-        export=False,
-        seed=spec["seed"],
-        **spec["trainer"],
-    )
-    precision = resolve_precision(trainer)
-    attention = resolve_attention(trainer)
+    run = compose_run(spec)
+    plan = plan_run(run, world_size=1)  # one process per configuration
     generator = torch.Generator().manual_seed(spec["seed"])
-    rows = torch.randint(4, shape["vocab_size"], (trainer.steps, spec["seq"]), generator=generator)
-    runtime = init_distributed()
-    return model_cfg, hf_config, scaling, trainer, precision, attention, rows, runtime
+    rows = torch.randint(4, run.model.vocab_size, (run.trainer.steps, spec["seq"]), generator=generator)
+    return plan, rows, init_distributed()
 
 
 def _run_dprope(spec: dict) -> dict:
-    """dprope's own engine (`build_engine`) and training step (`train_step`)."""
+    """The trainer's own path: the plan materialised (`materialise`) and stepped (`Stepper`)."""
     import torch
 
-    from dprope.data import collate_packed
-    from dprope.train.engine import build_engine
-    from dprope.train.liger import resolve_kernels
-    from dprope.train.long_context import LongContext
-    from dprope.train.loop import Job, train_step
+    from dprope.train.engine import materialise
     from dprope.train.metrics import non_embedding_parameters
+    from dprope.train.stepper import Stepper
 
-    model_cfg, hf_config, scaling, trainer, precision, attention, rows, runtime = _setup(spec)
-    kernels = resolve_kernels(trainer.kernels, hf_config.model_type)
-    engine, _ = build_engine(model_cfg, hf_config, scaling, trainer, runtime, precision, attention, kernels)
-    batches = (collate_packed([{"input_ids": row, "doc_starts": torch.tensor([0])}]) for row in rows)
-    job = Job(
-        run=None,
-        runtime=runtime,
-        engine=engine,
-        attention=attention,
-        activation_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
-        long_context=LongContext.from_trainer(trainer),
-        tokenizer=None,
-        scaling=scaling,
-        summary={},
-        state=None,
-        accumulation=1,
-        tokens_per_step=spec["seq"],
-        flops_per_token=0.0,
-        peak_flops=None,
-        tracker=None,
-        metrics=None,
-        batches=batches,
-        last_saved=-1,
-    )
+    plan, rows, runtime = _setup(spec)
+    built = materialise(plan, runtime)
+    collate = plan.mode.collate(None)  # causal: packed rows, one document each
+    batches = (collate([{"input_ids": row, "doc_starts": torch.tensor([0])}]) for row in rows)
+    stepper = Stepper(built.engine, built.micro_step, batches, plan.accumulation, runtime.device)
     times, losses = [], []
-    for step in range(trainer.steps):
-        result = train_step(job, stop=False)
+    for step in range(plan.trainer.steps):
+        result = stepper.step()
         losses.append(result.loss)
         if step >= spec["warmup"]:
             times.append(result.elapsed)
     return {
         "times": times,
         "losses": losses,
-        "params": non_embedding_parameters(engine.module),
-        "attention": attention,
-        "kernels": kernels,
-        "precision": precision,
+        "params": non_embedding_parameters(built.engine.module),
+        "attention": plan.implementation,
+        "kernels": plan.kernels,
+        "precision": plan.precision,
     }
 
 
 def _run_hf_trainer(spec: dict) -> dict:
-    """transformers' Trainer with the DeepSpeed config dprope generates for the same run."""
+    """transformers' Trainer with the DeepSpeed config dprope's plan generates for the same run."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from dprope.train.engine import build_model, deepspeed_config
+    from dprope.train.engine import build_model
     from dprope.train.metrics import non_embedding_parameters
 
-    model_cfg, hf_config, scaling, trainer, precision, attention, rows, runtime = _setup(spec)
+    plan, rows, runtime = _setup(spec)
+    trainer = plan.trainer
     cuda = torch.cuda.is_available()
-    model = build_model(model_cfg, hf_config, precision, attention, trainer.seed)
+    model = build_model(plan.model, plan.hf_config, plan.precision, plan.implementation, trainer.seed)
     params = non_embedding_parameters(model)
     times = []
 
@@ -187,10 +165,10 @@ def _run_hf_trainer(spec: dict) -> dict:
         weight_decay=trainer.weight_decay,
         max_grad_norm=trainer.grad_clip,
         lr_scheduler_type="constant",
-        bf16=precision == "bf16",
+        bf16=plan.precision == "bf16",
         gradient_checkpointing=True,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        deepspeed=deepspeed_config(trainer, runtime.world_size, precision),
+        deepspeed=plan.deepspeed_config(),
         use_cpu=not cuda,
         report_to="none",
         save_strategy="no",
@@ -207,9 +185,9 @@ def _run_hf_trainer(spec: dict) -> dict:
         "times": times,
         "losses": [output.training_loss],
         "params": params,
-        "attention": attention,
+        "attention": plan.implementation,
         "kernels": "none",
-        "precision": precision,
+        "precision": plan.precision,
     }
 
 
@@ -233,9 +211,9 @@ def worker(spec: dict) -> dict:
     except ConfigError as err:  # e.g. liger without CUDA: reported, not measured
         return {"config": spec["config"], "seq": spec["seq"], "skipped": str(err)}
     allocated, reserved = _peak_memory()
-    shape = spec["shape"]
+    model = compose_run(spec).model
     per_token = flops_per_token(
-        measured["params"], spec["layers"], shape["num_attention_heads"], shape["head_dim"], spec["seq"]
+        measured["params"], model.num_hidden_layers, model.num_attention_heads, model.head_dim, spec["seq"]
     )
     seconds = sum(measured["times"]) / max(len(measured["times"]), 1)
     tokens_per_s = spec["seq"] / seconds if seconds > 0 else None
@@ -260,12 +238,13 @@ def worker(spec: dict) -> dict:
 
 
 def cannot_run(spec: dict) -> str | None:
-    """Why a configuration cannot run on this machine (liger without CUDA), known without a process."""
+    """Why a configuration cannot run on this machine (liger without CUDA): its plan's refusal,
+    known without a process."""
     from dprope.config import ConfigError
-    from dprope.train.liger import resolve_kernels
+    from dprope.train.plan import plan_run
 
     try:
-        resolve_kernels(spec["trainer"].get("kernels", "none"), "llama")
+        plan_run(compose_run(spec), world_size=1)
     except ConfigError as err:
         return str(err)
     return None
@@ -351,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--layers", type=int, default=4, help="decoder layers of the 7B-shaped model")
+    parser.add_argument("--model", default="llama2_7b", help="model preset of configs/model (random init)")
+    parser.add_argument("--layers", type=int, default=4, help="decoder layers of the preset's shape")
     parser.add_argument("--seq", type=int, nargs="+", default=[8192, 16384], help="sequence lengths")
     parser.add_argument("--steps", type=int, default=5, help="measured optimizer steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first")
@@ -365,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
     parser.add_argument("--output", type=Path, default=None, help="directory for bench_train.json and .md")
-    parser.add_argument("--smoke", action="store_true", help="tiny shape on CPU: 2 layers, seq 128, 2 steps")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the tiny preset on CPU: 2 layers, seq 128, 2 steps"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -374,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_PREFIX + json.dumps(worker(spec)), flush=True)
         return 0
 
-    shape = SMOKE if args.smoke else LLAMA2_7B
+    model = "tiny" if args.smoke else args.model
     layers, seqs = (2, [128]) if args.smoke else (args.layers, args.seq)
     steps, warmup = (2, 1) if args.smoke else (args.steps, args.warmup)
     env = environment()
@@ -388,12 +370,11 @@ def main(argv: list[str] | None = None) -> int:
                 spec = {
                     "config": config,
                     "seq": seq,
+                    "model": model,
                     "layers": layers,
-                    "shape": shape,
                     "steps": steps,
                     "warmup": warmup,
                     "attention": args.attention,
-                    "trainer": CONFIGS[config][1],
                     "peak_tflops": args.peak_tflops,
                     "seed": args.seed,
                     "output_dir": str(Path(scratch) / f"{config}_{seq}"),
@@ -401,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_one(spec, args.timeout))
                 print(f"  {config} seq {seq}: done", flush=True)
     markdown = (
-        f"{'smoke: tiny shape' if args.smoke else 'LLaMA-2-7B shape'}, {layers} layers, micro batch 1, "
+        f"model={model} shape, {layers} layers, micro batch 1, "
         f"gradient checkpointing, ZeRO-3; {steps} measured steps after {warmup}; {env['device']}, {env['date']}\n\n"
         + table(results)
     )

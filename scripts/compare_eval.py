@@ -1,10 +1,14 @@
-"""Put several evaluated models side by side: one table and one plot per benchmark.
+"""Put several evaluated models side by side: one headline table, then one table and one plot per benchmark.
 
     python scripts/compare_eval.py outputs/eval/pi-16k/<run> outputs/eval/yarn-16k/<run> \
         outputs/eval/ours-16k/<run> --names pi yarn ours --output outputs/compare/16k
 
-Each argument is a run directory of `launch/eval.py` (or its results.json). Writes
-comparison.md, comparison.json and <benchmark>.png to --output and prints the tables.
+Each argument is a run directory of `launch/eval.py` (or its results.json). The headline table has
+one row per run and each benchmark's headline numbers (LongBench-E and LongBench v2 averages, RULER
+per length and its effective length, BABILong, passkey accuracy, perplexity per length, the
+short-context average), an empty cell where a run lacks one. Writes comparison.md (every table),
+comparison.csv (the headline table), comparison.json and <benchmark>.png to --output and prints
+the tables.
 """
 
 from __future__ import annotations

@@ -14,11 +14,21 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from dprope.cli import CONFIG_DIR, check_jobs, compose_config, group_options, schemas
+from dprope.cli import CONFIG_DIR, check_jobs, compose_config, group_options, root_schemas, schemas
 from dprope.config import ConfigError, to_typed
 from dprope.train.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+# every entry point and the config its root schema belongs to
+ENTRY_POINTS = {
+    "launch/train.py": "train",
+    "launch/prepare_data.py": "train",
+    "launch/eval.py": "evaluate",
+    "launch/analyze.py": "analyze",
+    "launch/precision.py": "precision",
+    "launch/reproduce.py": "reproduction",
+    "scripts/slurm/submit.py": "train",
+}
 
 
 def jobs(config_name: str, *argv: str) -> list[list[str]]:
@@ -155,13 +165,65 @@ def test_bad_overrides_are_one_config_error(argv, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+# ---- root schemas: no top-level key outside them ----
+
+
+def known(config_name: str) -> str:
+    return ", ".join(sorted(f.name for f in dataclasses.fields(root_schemas()[config_name])))
+
+
+@pytest.mark.parametrize("config_name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+def test_every_config_composes_to_the_keys_of_its_root_schema(config_name):
+    fields = {f.name: f for f in dataclasses.fields(root_schemas()[config_name])}
+    keys = set(compose_config(config_name).keys())
+    assert keys <= set(fields)
+    assert all("None" in str(fields[name].type) for name in set(fields) - keys)  # only optional ones absent
+
+
+@pytest.mark.parametrize("script", list(ENTRY_POINTS))
+def test_an_unknown_top_level_key_is_refused_by_every_entry_point(script, check_entry):
+    config_name = ENTRY_POINTS[script]
+    for argv, key in (
+        (["+foo=1"], "foo"),
+        (["+trainer_typo.steps=3"], "trainer_typo"),
+        (["-m", "+foo=1,2"], "foo"),
+    ):
+        if script.endswith(("eval.py", "precision.py", "reproduce.py")) and "-m" in argv:
+            continue  # a single job is enough where sweeps share the train path
+        assert check_entry(script, *argv) == (2, [f"error: {key}: unknown key (known: {known(config_name)})"])
+
+
+def test_a_section_of_another_entry_point_is_unknown():
+    """The issue's example: an analysis has no trainer (and reports the first unknown key)."""
+    for argv, key in (
+        (["+foo=1", "+trainer.atention=1", "model=llama2_7b"], "foo"),
+        (["+trainer.atention=1", "model=llama2_7b"], "trainer"),
+        (["+logger.kind=wandb"], "logger"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            jobs("analyze", *argv)
+        assert str(err.value) == f"{key}: unknown key (known: analysis, model, rope)"
+    with pytest.raises(ConfigError, match="^trainer: unknown key"):
+        jobs("evaluate", "+trainer.steps=3")
+
+
+def test_a_sweep_preset_shared_with_training_leaves_its_training_sections_unread(capsys):
+    """+sweep presets set trainer.output_dir and data.num_proc for the training runs; an analysis
+    sweep over the same preset takes them with a note, but not a trainer key the user adds."""
+    points = jobs("analyze", "-m", "model=llama2_7b", "+sweep=num_intervals")
+    assert [p[0] for p in points] == [f"rope.num_intervals={b}" for b in (90, 180, 360, 720)]
+    assert "note: +sweep=num_intervals sets trainer, data for training runs" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="^trainer: unknown key"):
+        jobs("analyze", "-m", "model=llama2_7b", "+sweep=num_intervals", "+trainer.steps=3")
+
+
 # ---- as a user runs it ----
 
 
 def run_entry(script: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "launch" / script), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -171,22 +233,39 @@ def run_entry(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    ("script", "args", "message"),
-    [
-        ("train.py", ["trainer.atention=x"], "error: trainer.atention: unknown key"),
-        ("train.py", ["+experiment=nope"], "error: experiment: unknown option 'nope'"),
-        ("prepare_data.py", ["trainer.steps=abc"], "error: trainer.steps: Value 'abc'"),
+    ("script", "args", "key"),
+    [  # the issue's two examples, and submit.py, whose check is its own (the others share train.py's)
+        ("launch/train.py", ["+trainer_typo.steps=3"], "trainer_typo"),
+        ("launch/analyze.py", ["+foo=1", "+trainer.atention=1", "model=llama2_7b"], "foo"),
+        ("scripts/slurm/submit.py", ["--dry-run", "+trainer_typo.steps=3"], "trainer_typo"),
     ],
 )
-def test_entry_points_fail_in_one_line_with_exit_2(script, args, message):
-    proc = run_entry(script, *args)
+def test_an_unknown_top_level_key_ends_the_process_in_one_line_before_any_work(script, args, key, tmp_path):
+    run_dir = tmp_path / "run"
+    where = "trainer.output_dir" if ENTRY_POINTS[script] == "train" else "hydra.run.dir"
+    proc = run_entry(script, *args, f"{where}={run_dir}")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(message)
+    expected = f"error: {key}: unknown key (known: {known(ENTRY_POINTS[script])})"
+    assert proc.stderr.strip().splitlines() == [expected]
+    assert not run_dir.exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("launch/train.py", ["trainer.atention=x"], "error: trainer.atention: unknown key"),
+        ("launch/train.py", ["+experiment=nope"], "error: experiment: unknown option 'nope'"),
+        ("launch/prepare_data.py", ["trainer.steps=abc"], "error: trainer.steps: Value 'abc'"),
+    ],
+)
+def test_entry_points_fail_in_one_line_with_exit_2(script, args, message, check_entry):
+    code, lines = check_entry(script, *args)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(message), lines
 
 
 def test_analysis_sweep_with_choice_runs(tmp_path):
     proc = run_entry(
-        "analyze.py",
+        "launch/analyze.py",
         "-m",
         "rope=choice(pi,dprope)",
         "model=llama2_7b",

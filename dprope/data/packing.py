@@ -5,9 +5,9 @@ one another with nothing else between them, as in LLaMA-style pre-training: the 
 model a new, unrelated text begins, and the EOS gives it a place to learn where a text stops.
 Sequence ``i`` is the stream's tokens ``[i * max_length, (i + 1) * max_length)``; a document may
 continue from one sequence into the next. ``doc_starts`` lists the in-sequence positions where a
-document's first token (its BOS) lies, so document-masked attention (AnchorAttention, Wang et
-al. 2024) can be added later without re-packing; a sequence that begins inside a document does
-not list 0. The last, partial sequence is dropped, or kept padded with ``length`` < max_length.
+document's first token (its BOS) lies, from which the document and anchor attention modes
+(``trainer.attention``, `dprope.data.segments`; AnchorAttention, Wang et al. 2024) build their
+positions and masks without re-packing; a sequence that begins inside a document does not list 0. The last, partial sequence is dropped, or kept padded with ``length`` < max_length.
 
 The same cut is computed two ways: `sequence_at` over a stored stream (the cache), and
 `pack_stream` over documents as they come (streaming). Both are pure functions of their inputs.

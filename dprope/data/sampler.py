@@ -47,11 +47,6 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         self.consumed = 0
         self.set_consumed(consumed)
 
-    @staticmethod
-    def consumed_after(steps: int, global_batch_size: int) -> int:
-        """Global samples behind a run after ``steps`` optimizer steps."""
-        return steps * global_batch_size
-
     def set_consumed(self, consumed: int) -> None:
         if not 0 <= consumed <= self.num_samples:
             raise ValueError(f"consumed {consumed} outside [0, {self.num_samples}]")
@@ -70,18 +65,6 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         stop = self.consumed + len(self) * self.world_size
         yield from self.global_order()[self.consumed + self.rank : stop : self.world_size].tolist()
-
-    def state_dict(self) -> dict[str, int]:
-        return {"num_samples": self.num_samples, "seed": self.seed, "consumed": self.consumed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume from `state_dict`; the order must be the saved one (same size and seed)."""
-        for name in ("num_samples", "seed"):
-            if state[name] != getattr(self, name):
-                raise ValueError(
-                    f"cannot resume: the checkpoint's {name} is {state[name]}, this run's {getattr(self, name)}"
-                )
-        self.set_consumed(state["consumed"])
 
 
 def cumulative_lengths(segment_starts: Sequence[Sequence[int]], seq_len: int) -> tuple[torch.Tensor, int]:
@@ -108,13 +91,13 @@ def cumulative_lengths(segment_starts: Sequence[Sequence[int]], seq_len: int) ->
 
 
 def collate_packed(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack packed items for a causal LM.
+    """Stack packed items for a causal LM (``trainer.attention=causal``).
 
     ``labels`` equal ``input_ids`` (the model shifts them), except padding of a kept tail: -100.
-    ``position_ids`` are ``0 .. T-1`` on every row; positions restarting at each document start
-    (from ``doc_starts``) are a later option. ``doc_starts`` stays a list, one tensor per row.
-    ``cu_seqlens``/``max_length`` (`cumulative_lengths`) make each row one attention segment, for
-    flash-attn's varlen kernel.
+    ``position_ids`` are ``0 .. T-1`` on every row; the document and anchor modes build theirs
+    from ``doc_starts`` (`dprope.data.segments.collate_documents`). ``doc_starts`` stays a list,
+    one tensor per row. ``cu_seqlens``/``max_length`` (`cumulative_lengths`) make each row one
+    attention segment, for flash-attn's varlen kernel.
     """
     input_ids = torch.stack([item["input_ids"] for item in batch])  # (batch, seq)
     labels = input_ids.clone()

@@ -1,22 +1,22 @@
 """Document segments of a packed window: positions, segment ids and cumulative lengths.
 
-Three attention modes (``trainer.attention``), all built on the CPU by the collate function from
-the packed ``doc_starts`` (`dprope.data.packing`), never by re-packing:
+The attention modes that attend within documents (``trainer.attention``, registered in
+`dprope.train.attention`) each declare a `SegmentLayout`; the collate function `collate_segments`
+builds it on the CPU from the packed ``doc_starts`` (`dprope.data.packing`), never by re-packing.
+``causal`` needs none of this: one segment per window, positions ``0 .. T-1`` (`collate_packed`).
 
-- ``causal``: one causal attention over the whole window, positions ``0 .. T-1`` (the paper's
-  setting; `collate_packed`).
-- ``document``: a token attends only to earlier tokens of its own document; positions restart
-  at 0 at every document start. A window that begins inside a document treats the continuation
-  as a document of its own (positions from 0).
-- ``anchor``: AnchorAttention (Wang et al. 2024, "When Precision Meets Position", section 4;
-  the flash-attention path of their public code). Every document segment begins with the BOS
-  token, the anchor, at position id 0; the other tokens keep their window positions (positions
-  run on across documents, they do not restart); attention is causal within each segment. A BOS
-  at position 0 that is the first token of its segment attends only to itself, so every copy of
-  it computes the same keys and values in every layer: all documents see one shared anchor, as
-  in their FlexAttention path (one anchor prepended, visible to every token). A window that
-  begins inside a document gets the anchor too: its first token is replaced by BOS, so the
-  continuation loses one token of context (their packing also loses one token at each cut).
+- `DOCUMENT`: a token attends only to earlier tokens of its own document; positions restart at
+  0 at every document start. A window that begins inside a document treats the continuation as
+  a document of its own (positions from 0).
+- `ANCHOR`: AnchorAttention (Wang et al. 2024, "When Precision Meets Position", section 4; the
+  flash-attention path of their public code). Every document segment begins with the BOS token,
+  the anchor, at position id 0; the other tokens keep their window positions (positions run on
+  across documents, they do not restart); attention is causal within each segment. A BOS at
+  position 0 that is the first token of its segment attends only to itself, so every copy of it
+  computes the same keys and values in every layer: all documents see one shared anchor, as in
+  their FlexAttention path (one anchor prepended, visible to every token). A window that begins
+  inside a document gets the anchor too: its first token is replaced by BOS, so the continuation
+  loses one token of context (their packing also loses one token at each cut).
 
 Padding after a kept tail's ``length`` is a segment of its own (it never sees real tokens and
 no real token sees it; its labels are -100 anyway).
@@ -24,14 +24,13 @@ no real token sees it; its labels are -100 anyway).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from dprope.data.sampler import collate_packed
-
-ATTENTION_MODES = ("causal", "document", "anchor")
 
 
 def segment_bounds(doc_starts: torch.Tensor, length: int, max_length: int) -> list[int]:
@@ -43,28 +42,45 @@ def segment_bounds(doc_starts: torch.Tensor, length: int, max_length: int) -> li
     return [*sorted(starts), max_length]
 
 
+def restarting_positions(bounds: list[int], length: int, max_length: int) -> torch.Tensor:
+    """Positions from 0 in every segment."""
+    lengths = torch.tensor(bounds[1:]) - torch.tensor(bounds[:-1])
+    return torch.arange(max_length) - torch.repeat_interleave(torch.tensor(bounds[:-1]), lengths)
+
+
+def anchor_positions(bounds: list[int], length: int, max_length: int) -> torch.Tensor:
+    """The window's positions, except 0 at the first token (the anchor) of every segment of real
+    tokens."""
+    positions = torch.arange(max_length)
+    positions[[b for b in bounds[:-1] if b < length]] = 0
+    return positions
+
+
+@dataclass(frozen=True)
+class SegmentLayout:
+    """How an attention mode lays out a packed window's segments."""
+
+    positions: Callable[[list[int], int, int], torch.Tensor]  # (bounds, length, max_length) -> (max_length,)
+    anchored: bool  # every segment starts with BOS: a window that begins inside a document gets one
+
+
+DOCUMENT = SegmentLayout(restarting_positions, anchored=False)
+ANCHOR = SegmentLayout(anchor_positions, anchored=True)
+
+
 def window_layout(
-    doc_starts: torch.Tensor, length: int, max_length: int, mode: str
+    doc_starts: torch.Tensor, length: int, max_length: int, layout: SegmentLayout
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """``(position_ids, segment_ids, needs_anchor)`` of one window, each ``(max_length,)``.
 
-    ``needs_anchor`` is true in ``anchor`` mode when the window begins inside a document: its
+    ``needs_anchor`` is true for an anchored layout when the window begins inside a document: its
     first token must become the anchor (BOS).
     """
-    if mode not in ("document", "anchor"):
-        raise ValueError(f"no segment layout for attention mode {mode!r}")
     bounds = segment_bounds(doc_starts, length, max_length)
     lengths = torch.tensor(bounds[1:]) - torch.tensor(bounds[:-1])
     segment_ids = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-    if mode == "document":
-        offsets = torch.repeat_interleave(torch.tensor(bounds[:-1]), lengths)
-        position_ids = torch.arange(max_length) - offsets
-        return position_ids, segment_ids, False
-    position_ids = torch.arange(max_length)
-    real_starts = [b for b in bounds[:-1] if b < length]  # every document segment starts with the anchor
-    position_ids[real_starts] = 0
-    needs_anchor = not any(int(s) == 0 for s in doc_starts)
-    return position_ids, segment_ids, needs_anchor
+    needs_anchor = layout.anchored and not any(int(s) == 0 for s in doc_starts)
+    return layout.positions(bounds, length, max_length), segment_ids, needs_anchor
 
 
 def cu_seqlens(segment_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -81,19 +97,21 @@ def cu_seqlens(segment_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     return bounds, int((bounds[1:] - bounds[:-1]).max())
 
 
-def collate_documents(batch: Sequence[dict[str, Any]], mode: str, bos_id: int | None) -> dict[str, Any]:
-    """`collate_packed` for ``document`` and ``anchor`` attention: the positions of ``mode``, the
-    anchor put at the start of windows that begin inside a document, ``segment_ids`` (batch, seq)
-    for masks, and flash-attn's ``cu_seqlens``/``max_length`` (built here, on the CPU, so the
-    step needs no host sync)."""
-    if mode == "anchor" and bos_id is None:
-        raise ValueError("anchor attention needs a BOS token id")
+def collate_segments(
+    batch: Sequence[dict[str, Any]], layout: SegmentLayout, bos_id: int | None
+) -> dict[str, Any]:
+    """`collate_packed` for attention within segments: the positions of ``layout``, the anchor
+    put at the start of windows that begin inside a document (anchored layouts), ``segment_ids``
+    (batch, seq) for masks, and flash-attn's ``cu_seqlens``/``max_length`` (built here, on the
+    CPU, so the step needs no host sync)."""
+    if layout.anchored and bos_id is None:
+        raise ValueError("an anchored layout needs a BOS token id")
     out = collate_packed(batch)
     seq = out["input_ids"].shape[1]
     segment_rows = []
     for row, item in enumerate(batch):
         length = item.get("length", seq)
-        positions, segments, needs_anchor = window_layout(item["doc_starts"], length, seq, mode)
+        positions, segments, needs_anchor = window_layout(item["doc_starts"], length, seq, layout)
         out["position_ids"][row] = positions
         if needs_anchor:
             out["input_ids"][row, 0] = bos_id

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dprope.config import ConfigError
-
-TITLES = {  # section titles of results.md and comparison.md
-    "passkey": "Passkey retrieval",
-    "perplexity": "Perplexity",
-    "longbench_e": "LongBench-E",
-    "ruler": "RULER",
-    "open_llm": "Short context (lm-eval)",
-}
+from dprope.eval.backends import Backends
 
 
 @dataclass
@@ -27,6 +20,7 @@ class EvalContext:
     seed: int = 42  # seed of every random choice (keys, needles, words)
     progress: bool = True  # tqdm progress bars on stderr
     original_length: int | None = None  # the pre-training context L the checkpoint's RoPE scaling starts from
+    backends: Backends = field(default_factory=Backends)  # how the model is queried (generation, lm-eval)
 
 
 @dataclass
@@ -73,8 +67,3 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits:
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(format_number(v, digits) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def summary_table(label: str, summary: Mapping[str, float], digits: int = 2) -> str:
-    """One-row table of a summary: the benchmark's headline numbers."""
-    return markdown_table([label, *summary], [["score", *summary.values()]], digits)

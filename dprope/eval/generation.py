@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 
@@ -30,7 +29,6 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
-@torch.inference_mode()
 def greedy_generate(
     model,
     tokenizer,
@@ -45,6 +43,7 @@ def greedy_generate(
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (token-id lists), decoded without special tokens,
     cut at the first end-of-sequence or ``stop_token_ids`` token; in the order of ``prompts``."""
+    import torch
     from transformers import GenerationConfig
 
     stops = eos_token_ids(model, tokenizer) + list(stop_token_ids)
@@ -70,9 +69,12 @@ def greedy_generate(
             ids = list(prompts[i])
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
-        generated = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
-        )
+        with torch.inference_mode():
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=config,
+            )
         for row, i in enumerate(batch):
             new_tokens = generated[row, width:].tolist()
             cut = next(

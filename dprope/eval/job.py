@@ -19,7 +19,7 @@ class EvalJob:
     model: ModelConfig
     eval: EvalConfig
     logger: LoggerConfig
-    data: DataConfig | None  # perplexity's documents; None when no benchmark reads a data preset
+    data: DataConfig | None  # the `data` preset; None when no selected benchmark reads it
     rope: (
         RopeConfig | None
     )  # a strategy applied to the checkpoint at load time (training-free); None = as saved
@@ -33,6 +33,6 @@ class EvalJob:
             model=to_typed(cfg.model, "model"),
             eval=settings,
             logger=to_typed(cfg.logger, "logger"),
-            data=to_typed(data, "data") if data is not None and "perplexity" in settings.tasks else None,
+            data=to_typed(data, "data") if data is not None and settings.reads_data() else None,
             rope=to_typed(rope, "rope") if rope is not None else None,
         )

@@ -1,8 +1,10 @@
-"""PNG figures of an evaluation: one or two per benchmark, and the side-by-side comparison plot.
+"""PNG figures shared by the benchmarks and the comparison of several runs.
 
 `plot_summaries` draws any benchmark's summary rows (one per model): numeric columns (lengths)
 as lines over a log2 length axis, named columns (buckets, tasks) as grouped bars; ``avg`` is
-left out of the drawing (it is in the tables).
+left out of the drawing (it is in the tables). `heatmap` draws a benchmark's grid (passkey's
+length x depth, LongBench-E's dataset x bucket). A benchmark's own figures are declared in its
+folder (`dprope.eval.benchmark.Benchmark.figures`).
 """
 
 from __future__ import annotations
@@ -11,24 +13,15 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from dprope.eval.common import TITLES, BenchmarkResult
-from dprope.eval.longbench_tasks import BUCKETS
+from dprope.eval.benchmark import Display
 from dprope.figures import pyplot, save_figure
-
-YLABELS = {
-    "passkey": "accuracy (%)",
-    "perplexity": "perplexity (lower is better)",
-    "longbench_e": "score (x100)",
-    "ruler": "string match (x100)",
-    "open_llm": "score (x100)",
-}
 
 
 def _numeric(columns: list[str]) -> bool:
     return bool(columns) and all(c.isdigit() for c in columns)
 
 
-def plot_summaries(rows: Mapping[str, Mapping[str, float]], benchmark: str, path: Path) -> Path:
+def plot_summaries(rows: Mapping[str, Mapping[str, float]], display: Display, path: Path) -> Path:
     """Lines (length columns) or grouped bars (named columns) of several models' summaries."""
     plt = pyplot()
     columns = list(dict.fromkeys(c for row in rows.values() for c in row if c != "avg"))
@@ -43,7 +36,7 @@ def plot_summaries(rows: Mapping[str, Mapping[str, float]], benchmark: str, path
         ax.set_xscale("log", base=2)
         ax.set_xticks([int(c) for c in xs], labels=xs, rotation=30)
         ax.set_xlabel("length (tokens)")
-        if benchmark == "perplexity":
+        if display.log_scale:
             ax.set_yscale("log")
     else:
         width = 0.8 / max(1, len(rows))
@@ -56,18 +49,19 @@ def plot_summaries(rows: Mapping[str, Mapping[str, float]], benchmark: str, path
                 label=label,
             )
         ax.set_xticks(range(len(columns)), labels=columns, rotation=30 if len(columns) > 4 else 0)
-    if benchmark != "perplexity":
-        ax.set_ylim(0, 105)  # percentages
-    ax.set_ylabel(YLABELS.get(benchmark, "score"))
-    ax.set_title(TITLES.get(benchmark, benchmark))
+    if display.percent:
+        ax.set_ylim(0, 105)
+    ax.set_ylabel(display.ylabel)
+    ax.set_title(display.title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
-def _heatmap(
+def heatmap(
     values, row_labels, col_labels, title, path: Path, xlabel: str, ylabel: str, vmax: float = 100.0
 ) -> Path:
+    """A grid of percentages, each cell written in it (NaN cells left blank)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(col_labels), 1.2 + 0.45 * len(row_labels)))
     image = ax.imshow(values, cmap="RdYlGn", vmin=0.0, vmax=vmax, aspect="auto")
@@ -82,40 +76,3 @@ def _heatmap(
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
     return save_figure(fig, path)
-
-
-def plot_benchmark(result: BenchmarkResult, model_name: str, output_dir: Path) -> list[Path]:
-    """The figures of one model's benchmark result."""
-    name, details = result.name, result.details
-    paths = [plot_summaries({model_name: result.summary}, name, output_dir / f"{name}.png")]
-    if name == "passkey":
-        paths.append(
-            _heatmap(
-                details["accuracy"],
-                [str(n) for n in details["lengths"]],
-                [f"{d:g}" for d in details["depths"]],
-                f"passkey accuracy (%), {model_name}",
-                output_dir / "passkey_heatmap.png",
-                "key depth",
-                "length (tokens)",
-            )
-        )
-    elif name == "longbench_e":
-        datasets = details["datasets"]
-        columns = [*BUCKETS, "avg"]
-        values = [[scores[c] for c in columns] for scores in datasets.values()]
-        paths.append(
-            _heatmap(
-                values,
-                list(datasets),
-                columns,
-                f"LongBench-E, {model_name}",
-                output_dir / "longbench_e_datasets.png",
-                "length bucket",
-                "dataset",
-            )
-        )
-    elif name == "ruler":
-        scores = details["scores"]
-        paths.append(plot_summaries(scores, "ruler", output_dir / "ruler_tasks.png"))
-    return paths

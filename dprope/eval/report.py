@@ -1,5 +1,5 @@
-"""Files of an evaluation run: ``results.json`` (everything), ``results.md`` (the tables) and
-``predictions/<benchmark>.jsonl`` (one record per example), and the wandb summary."""
+"""Files of an evaluation run: ``results.json`` (everything), ``results.md`` (the tables),
+``predictions/<benchmark>.jsonl`` (one record per example), the figures, and the wandb summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dprope.eval.common import TITLES, markdown_table
+from dprope.eval.benchmarks import BENCHMARKS
+from dprope.eval.common import markdown_table
 from dprope.eval.suite import EvalReport
 
 
@@ -56,7 +57,7 @@ def report_markdown(report: EvalReport) -> str:
         ),
     ]
     for name, result in report.benchmarks.items():
-        lines += ["", f"## {TITLES.get(name, name)}", "", result.markdown]
+        lines += ["", f"## {BENCHMARKS[name].display.title}", "", result.markdown]
     return "\n".join(lines) + "\n"
 
 
@@ -78,6 +79,15 @@ def write_results(report: EvalReport, output_dir: Path) -> list[Path]:
             path.write_text(text)
             paths.append(path)
     return paths
+
+
+def write_figures(report: EvalReport, model_name: str, output_dir: Path) -> list[Path]:
+    """Each benchmark's figures (`dprope.eval.benchmark.Benchmark.plot`), labelled ``model_name``."""
+    return [
+        path
+        for name, result in report.benchmarks.items()
+        for path in BENCHMARKS[name].plot(result, model_name, output_dir)
+    ]
 
 
 def flat_scores(report: EvalReport) -> dict[str, float]:

@@ -13,64 +13,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dprope.config import ConfigError, check_choice, from_mapping
+from dprope.eval.backends import Backends
+from dprope.eval.benchmark import Benchmark, Inputs
+from dprope.eval.benchmarks import BENCHMARKS
 from dprope.eval.common import BenchmarkResult, EvalContext
-from dprope.eval.longbench import LongBenchConfig, needs_model, prepare_longbench, run_longbench
-from dprope.eval.open_llm import OpenLLMConfig, prepare_open_llm, run_open_llm
-from dprope.eval.passkey import PasskeyConfig, prepare_passkey, run_passkey
-from dprope.eval.perplexity import PerplexityConfig, prepare_perplexity, resolve_lengths, run_perplexity
-from dprope.eval.ruler import RulerConfig, prepare_ruler, run_ruler
 from dprope.rope.rotation import ROPE_PRECISIONS
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """What `prepare` may use: the tokenizer, the run context and the `data` preset."""
-
-    tokenizer: Any
-    ctx: EvalContext
-    data: Any = None  # dprope.data.DataConfig, or None when no data preset was composed
-
-
-def _perplexity_documents(cfg: PerplexityConfig, inputs: Inputs):
-    if inputs.data is None:
-        raise ConfigError(
-            "data", "perplexity reads its documents through a data preset: choose one with data=<preset>"
-        )
-    from dprope.data import eval_documents
-
-    lengths, _ = resolve_lengths(cfg, inputs.ctx)  # length errors before any document is read
-    min_tokens = max(lengths) if cfg.min_document_tokens is None else cfg.min_document_tokens
-    docs = eval_documents(inputs.data, inputs.tokenizer, cfg.split, min_tokens, cfg.max_documents)
-    return prepare_perplexity(cfg, docs, inputs.ctx, inputs.tokenizer.bos_token_id)
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    config: type  # the dataclass of eval.<name>
-    prepare: Callable[[Any, Inputs], Any]  # (its config, inputs) -> prepared data, before the weights load
-    run: Callable[
-        [Any, Any, Any, Any, EvalContext], BenchmarkResult
-    ]  # (model, tokenizer, config, prepared, ctx)
-    needs_model: Callable[[Any], bool] = lambda cfg: True  # False: scores saved predictions, no model
-
-
-BENCHMARKS: dict[str, Benchmark] = {
-    "passkey": Benchmark(PasskeyConfig, lambda cfg, i: prepare_passkey(cfg, i.tokenizer, i.ctx), run_passkey),
-    "perplexity": Benchmark(
-        PerplexityConfig,
-        _perplexity_documents,
-        lambda m, tok, cfg, docs, ctx: run_perplexity(m, cfg, docs, ctx),
-    ),
-    "longbench_e": Benchmark(
-        LongBenchConfig, lambda cfg, i: prepare_longbench(cfg, i.tokenizer, i.ctx), run_longbench, needs_model
-    ),
-    "ruler": Benchmark(RulerConfig, lambda cfg, i: prepare_ruler(cfg, i.tokenizer, i.ctx, i.data), run_ruler),
-    "open_llm": Benchmark(OpenLLMConfig, lambda cfg, i: prepare_open_llm(cfg, i.ctx), run_open_llm),
-}
-
-
 @dataclass
-class EvalConfig:
+class RunSettings:
+    """The run-wide part of ``eval``; `EvalConfig` adds one section per registered benchmark."""
+
     tasks: list[str] = field(default_factory=lambda: ["passkey"])  # benchmarks to run, in order
     output_dir: str | None = None  # where results and plots go; null = the Hydra run directory
     device: str | None = None  # cpu | cuda | cuda:N; null = cuda when available, else cpu
@@ -80,11 +33,6 @@ class EvalConfig:
     plots: bool = True  # write PNG plots next to results.json
     progress: bool = True  # tqdm progress bars on stderr
     rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back)
-    passkey: PasskeyConfig = field(default_factory=PasskeyConfig)
-    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
-    longbench_e: LongBenchConfig = field(default_factory=LongBenchConfig)
-    ruler: RulerConfig = field(default_factory=RulerConfig)
-    open_llm: OpenLLMConfig = field(default_factory=OpenLLMConfig)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -101,6 +49,33 @@ class EvalConfig:
             raise ConfigError("batch_size", f"must be >= 1 (got {self.batch_size})")
         if self.device is not None and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError("device", f"must be cpu, cuda, cuda:N or null (got {self.device!r})")
+
+    def selected(self) -> list[tuple[Benchmark, Any]]:
+        """The benchmarks of ``tasks``, in order, each with its config section."""
+        return [(BENCHMARKS[name], getattr(self, name)) for name in self.tasks]
+
+    def reads_data(self) -> bool:
+        """Whether a selected benchmark reads the `data` preset."""
+        return any(benchmark.reads_data(cfg) for benchmark, cfg in self.selected())
+
+
+def _benchmark_sections(cls: type) -> type:
+    """Add ``<name>: <its config>`` (default: the config's defaults) for each registered benchmark,
+    in the registry's order, so that a new benchmark needs no line here."""
+    annotations = dict(cls.__dict__.get("__annotations__", {}))
+    for name, benchmark in BENCHMARKS.items():
+        annotations[name] = benchmark.config
+        setattr(cls, name, field(default_factory=benchmark.config))
+    cls.__annotations__ = annotations
+    return cls
+
+
+@dataclass
+@_benchmark_sections
+class EvalConfig(RunSettings):
+    """The `eval` config: the run-wide settings (`RunSettings`), then ``eval.<name>`` for each
+    registered benchmark, typed by its config (``dprope/eval/benchmarks/<name>/config.py``, where
+    each key is documented)."""
 
 
 def eval_config(mapping: Mapping[str, Any] | None) -> EvalConfig:
@@ -123,11 +98,13 @@ def run_suite(
     data_cfg=None,
     on_result: Callable[[EvalReport], None] | None = None,
     rope=None,
+    backends: Backends | None = None,
 ) -> EvalReport:
     """Run ``settings.tasks`` on ``model_cfg.pretrained``; ``on_result`` sees the report after each benchmark.
 
     ``rope`` (a `RopeConfig`) applies that strategy to the checkpoint at load time, without
-    fine-tuning (`dprope.eval.loading.apply_strategy`).
+    fine-tuning (`dprope.eval.loading.apply_strategy`). ``backends`` replaces how the loaded
+    model is queried (`dprope.eval.backends`; default: greedy generation and lm-eval's HFLM).
     """
     import torch
 
@@ -139,20 +116,22 @@ def run_suite(
         resolve_device,
     )
 
-    if not any(BENCHMARKS[n].needs_model(getattr(settings, n)) for n in settings.tasks):
+    selected = settings.selected()
+    if not any(benchmark.needs_model(cfg) for benchmark, cfg in selected):
         return _rescore(model_cfg, settings, on_result)
     checkpoint = resolve_checkpoint(model_cfg, rope)
     tokenizer = load_eval_tokenizer(checkpoint)
     ctx = EvalContext(
-        checkpoint.max_positions,
-        settings.allow_beyond_max_position,
-        settings.batch_size,
-        settings.seed,
-        settings.progress,
-        checkpoint.original_length,
+        max_positions=checkpoint.max_positions,
+        allow_beyond_max_position=settings.allow_beyond_max_position,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        progress=settings.progress,
+        original_length=checkpoint.original_length,
+        backends=backends or Backends(),
     )
     inputs = Inputs(tokenizer, ctx, data_cfg)
-    prepared = {name: BENCHMARKS[name].prepare(getattr(settings, name), inputs) for name in settings.tasks}
+    prepared = {benchmark.name: benchmark.prepare(cfg, inputs) for benchmark, cfg in selected}
 
     device = resolve_device(settings.device)
     model = load_model(checkpoint, device, settings.rope_precision)
@@ -171,10 +150,9 @@ def run_suite(
         settings=asdict(settings),
     )
     torch.manual_seed(settings.seed)
-    for name in settings.tasks:
-        benchmark = BENCHMARKS[name]
-        report.benchmarks[name] = benchmark.run(
-            model, tokenizer, getattr(settings, name), prepared.pop(name), ctx
+    for benchmark, cfg in selected:  # each benchmark's prepared data is freed once it has run
+        report.benchmarks[benchmark.name] = benchmark.run(
+            model, tokenizer, cfg, prepared.pop(benchmark.name), ctx
         )
         if on_result is not None:
             on_result(report)
@@ -183,9 +161,8 @@ def run_suite(
 
 def _rescore(model_cfg, settings: EvalConfig, on_result) -> EvalReport:
     """Every selected benchmark scores saved predictions: no checkpoint, tokenizer or model."""
-    prepared = {
-        name: BENCHMARKS[name].prepare(getattr(settings, name), Inputs(None, None)) for name in settings.tasks
-    }
+    selected = settings.selected()
+    prepared = {benchmark.name: benchmark.prepare(cfg, Inputs(None, None)) for benchmark, cfg in selected}
     report = EvalReport(
         model={
             "name": model_cfg.name,
@@ -199,10 +176,8 @@ def _rescore(model_cfg, settings: EvalConfig, on_result) -> EvalReport:
         },
         settings=asdict(settings),
     )
-    for name in settings.tasks:
-        report.benchmarks[name] = BENCHMARKS[name].run(
-            None, None, getattr(settings, name), prepared.pop(name), None
-        )
+    for benchmark, cfg in selected:
+        report.benchmarks[benchmark.name] = benchmark.run(None, None, cfg, prepared.pop(benchmark.name), None)
         if on_result is not None:
             on_result(report)
     return report

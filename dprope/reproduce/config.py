@@ -14,10 +14,10 @@ from typing import Any
 
 from dprope.config import ConfigError, from_mapping
 from dprope.data.config import DataConfig, data_config
-from dprope.data.segments import ATTENTION_MODES
 from dprope.model import ModelConfig
 from dprope.reproduce.synthetic import overhead_chars
 from dprope.rope.registry import STRATEGIES, DPRoPEConfig, RopeConfig, default_config
+from dprope.train.attention import ATTENTION_MODES
 from dprope.train.config import TrainerConfig
 
 TRAINING_FREE = ["none", "pi", "ntk", "yarn", "dprope", "llama3"]  # the paper's Table 10 rows, plus llama3

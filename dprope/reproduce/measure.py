@@ -1,7 +1,14 @@
 """What stages c and d measure on one model: perplexity at L, 2L, s x L and the loss by position.
 
-Perplexity is the evaluation suite's sliding-window perplexity (`dprope.eval.perplexity`), so a
-number here means what `launch/eval.py eval=perplexity` reports. The loss by position is the
+Perplexity is the evaluation suite's sliding-window computation
+(`dprope.eval.benchmarks.perplexity.windows`) in another convention than the suite's defaults:
+token-weighted (``aggregate=token``), windows of L document tokens with the BOS only at the
+document's start (``bos_every_window=false``) and the stride of the reproduction
+(``reproduce.measure.stride``, L / 2 by default). On the same documents a number here equals
+what ``launch/eval.py eval=perplexity eval.perplexity.aggregate=token
+eval.perplexity.bos_every_window=false eval.perplexity.stride=<S>`` reports; with the suite's
+defaults (mean over windows, a BOS before every window, stride 256 or half the shortest length)
+it differs. The loss by position is the
 mean negative log-likelihood of the token at position m (m = 1 .. s x L - 1) given the m tokens
 before it, over the first s x L tokens of every document: the curve of the paper's long-context
 figures, where extrapolation shows as a rise past the pre-training length.
@@ -13,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dprope.eval.perplexity import perplexity
+from dprope.eval.benchmarks.perplexity.windows import perplexity
 
 
 @torch.inference_mode()
@@ -48,7 +55,10 @@ def measure(
     ``mean_loss`` splits the curve at the pre-training length L: ``within_L`` averages positions
     1 .. L-1, ``beyond_L`` positions L .. max(lengths)-1 (the positions never seen in pre-training).
     """
-    scores = {str(n): perplexity(model, documents, n, stride, batch_size) for n in lengths}
+    scores = {
+        str(n): perplexity(model, documents, n, stride, batch_size, bos=None, aggregate="token")
+        for n in lengths
+    }
     curve = loss_by_position(model, documents, max(lengths), batch_size)
     within, beyond = curve[: pretrain_length - 1], curve[pretrain_length - 1 :]
     return {

@@ -203,14 +203,14 @@ class Pipeline:
         return Stage(name, key, run)
 
     def _pretrain(self, seed: int, corpus: Stage) -> Stage:
-        from dprope.rope.registry import RopeConfig
+        from dprope.rope.registry import default_config
 
         repro = self.repro
         phase = dataclasses.asdict(repro.reproduce.pretrain)
         model = dataclasses.replace(repro.model, original_max_position_embeddings=repro.length)
         return self._training_stage(
             f"seed{seed}/pretrain",
-            lambda d: self._run_config(d, model, RopeConfig("none", 1.0), repro.length, seed, phase),
+            lambda d: self._run_config(d, model, default_config("none", 1.0), repro.length, seed, phase),
             [corpus],
         )
 

@@ -1,4 +1,5 @@
-"""Rotary-angle distributions and their disturbance (paper section 3.1, eq. 8; method-notes 3-4).
+"""Rotary-angle distributions and their disturbance (paper section 3.1, eq. 8;
+docs/method-notes.md, sections 3-4).
 
 For frequencies theta'_i and a length N the angles of pair i are phi_{i,m} = (m * theta'_i) mod 2pi,
 m = 0 .. N-1. Splitting [0, 2pi) into B equal intervals gives the distribution
@@ -17,16 +18,26 @@ import math
 import torch
 
 from dprope.config import ConfigError
-from dprope.rope.strategies import RopeScaling, default_inv_freq
+from dprope.rope.geometry import RotaryGeometry
+from dprope.rope.strategies import RopeScaling
 
 ANGLE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_NUM_INTERVALS = 360  # B of the paper's disturbance table and of the reference code
+DEFAULT_ANGLE_DTYPE = "float32"  # as the model computes its angles, and the reference code
 DISTURBANCE_UNIT = 1000.0
 # Guards log(P'/0) as the reference code does: every extended bin starts with float16's smallest
 # normal number of counts, so an empty bin costs a large but finite penalty.
 EMPTY_BIN_COUNT = torch.finfo(torch.float16).tiny
 
 
+def check_num_intervals(num_intervals: int) -> None:
+    """The rule for B, wherever a config or caller sets it."""
+    if num_intervals < 1:
+        raise ConfigError("num_intervals", f"must be >= 1 (got {num_intervals})")
+
+
 def angle_dtype(name: str) -> torch.dtype:
+    """The torch dtype of an ``angle_dtype`` name; the rule for that name, wherever it is set."""
     try:
         return ANGLE_DTYPES[name]
     except KeyError:
@@ -41,8 +52,7 @@ def angle_counts(inv_freq: torch.Tensor, length: int, num_intervals: int, dtype:
     """
     if length <= 0:
         raise ConfigError("length", f"must be positive (got {length})")
-    if num_intervals < 1:
-        raise ConfigError("num_intervals", f"must be >= 1 (got {num_intervals})")
+    check_num_intervals(num_intervals)
     freqs = inv_freq.to(dtype)
     positions = torch.arange(length, dtype=dtype)
     angles = torch.remainder(freqs[:, None] * positions[None, :], 2 * math.pi)  # (pairs, N)
@@ -73,44 +83,40 @@ def kl_per_pair(reference: torch.Tensor, other: torch.Tensor, length: int) -> to
 class DisturbanceAnalyzer:
     """Disturbance of any set of frequencies against one model's pre-training distribution.
 
-    Computes the pre-training distribution (theta_i over L positions) once and compares each
-    candidate's distribution over the target length s*L with it.
+    Computes the pre-training distribution (the geometry's own frequencies theta_i over L
+    positions) once and compares each strategy's distribution over its target length s*L with it.
     """
 
     def __init__(
         self,
-        head_dim: int,
-        rope_theta: float,
-        original_length: int,
-        num_intervals: int = 360,
-        dtype: str = "float32",
+        geometry: RotaryGeometry,
+        num_intervals: int = DEFAULT_NUM_INTERVALS,
+        dtype: str = DEFAULT_ANGLE_DTYPE,
     ):
-        if num_intervals < 1:
-            raise ConfigError("num_intervals", f"must be >= 1 (got {num_intervals})")
-        self.head_dim = head_dim
-        self.rope_theta = rope_theta
-        self.original_length = original_length
+        check_num_intervals(num_intervals)
+        self.geometry = geometry
         self.num_intervals = num_intervals
         self.dtype_name = dtype
         self.dtype = angle_dtype(dtype)
-        self.original_inv_freq = self.frequencies(
-            default_inv_freq(head_dim, rope_theta), torch.ones(head_dim // 2)
+        self.original_inv_freq = geometry.inv_freq(self.dtype)
+        self.original = angle_distribution(
+            self.original_inv_freq, geometry.original_length, num_intervals, self.dtype
         )
-        self.original = angle_distribution(self.original_inv_freq, original_length, num_intervals, self.dtype)
 
-    def frequencies(self, inv_freq: torch.Tensor, scaling_factors: torch.Tensor) -> torch.Tensor:
+    def frequencies(self, scaling: RopeScaling) -> torch.Tensor:
         """The frequencies analysed: a model's own float32 values, or in float64 theta_i / lambda_i
         recomputed from the divisors (the exact mathematics, free of float32 rounding)."""
         if self.dtype == torch.float32:
-            return inv_freq.to(torch.float32)
-        return default_inv_freq(self.head_dim, self.rope_theta, torch.float64) / scaling_factors.to(
-            torch.float64
-        )
+            return scaling.inv_freq.to(torch.float32)
+        return self.geometry.inv_freq(torch.float64) / scaling.scaling_factors.to(torch.float64)
 
     def distribution(self, scaling: RopeScaling) -> torch.Tensor:
         """P'_i over the target length of ``scaling``, shape (pairs, B)."""
-        freqs = self.frequencies(scaling.inv_freq, scaling.scaling_factors)
-        return angle_distribution(freqs, scaling.target_length, self.num_intervals, self.dtype)
+        if scaling.geometry != self.geometry:
+            raise ValueError(f"{scaling.name} was computed for {scaling.geometry}, not {self.geometry}")
+        return angle_distribution(
+            self.frequencies(scaling), scaling.target_length, self.num_intervals, self.dtype
+        )
 
     def per_pair(self, scaling: RopeScaling) -> torch.Tensor:
         """D_i for each pair (float64, shape (pairs,))."""

@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, typed_sections
 from dprope.figures import pyplot, save_figure
+from dprope.model import ModelConfig
 from dprope.rope.rotation import apply_rope_precision
 
 PROBE = "dprope_logit_probe"
@@ -55,6 +56,19 @@ class PrecisionConfig:
             raise ConfigError("shift", f"must be positive (got {self.shift})")
         if self.buckets > self.length:
             raise ConfigError("buckets", f"must be at most length {self.length} (got {self.buckets})")
+
+
+@dataclass
+class PrecisionJob:
+    """What `launch/precision.py` runs, typed: the root schema of `configs/precision.yaml` (its
+    fields are the config's only top-level keys)."""
+
+    model: ModelConfig  # the checkpoint (model.pretrained) or the preset's random init
+    precision: PrecisionConfig
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PrecisionJob:
+        return typed_sections(cls, cfg)
 
 
 @dataclass

@@ -11,17 +11,21 @@ from typing import Any
 
 import torch
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, typed_sections
 from dprope.model import ModelConfig
-from dprope.rope.analysis import ANGLE_DTYPES, DisturbanceAnalyzer
-from dprope.rope.registry import STRATEGIES, DPRoPEConfig, RopeConfig, build_scaling, rope_parameters
+from dprope.rope.analysis import DisturbanceAnalyzer, check_num_intervals
+from dprope.rope.analysis import angle_dtype as check_angle_dtype
+from dprope.rope.config import RopeConfig
+from dprope.rope.registry import STRATEGIES, compute_scaling
 from dprope.rope.strategies import RopeScaling
 
 
 @dataclass
 class AnalysisConfig:
-    num_intervals: int | None = None  # B for the table; null = rope.num_intervals for rope=dprope, else 360
-    angle_dtype: str | None = None  # float32 | float64; null = rope.angle_dtype for rope=dprope, else float32
+    num_intervals: int | None = (
+        None  # B for the table; null = the selected strategy's (rope.num_intervals for dprope), else 360
+    )
+    angle_dtype: str | None = None  # float32 | float64; null = rope.angle_dtype for dprope, else float32
     output_dir: str | None = None  # where analysis.json and figures go; null = the run directory
     num_pairs_plotted: int = (
         4  # angle-distribution panels, for the pairs where interpolation and extrapolation disagree most
@@ -29,14 +33,26 @@ class AnalysisConfig:
     figures: bool = True  # write PNG figures next to analysis.json
 
     def __post_init__(self) -> None:
-        if self.num_intervals is not None and self.num_intervals < 1:
-            raise ConfigError("num_intervals", f"must be >= 1 (got {self.num_intervals})")
-        if self.angle_dtype is not None and self.angle_dtype not in ANGLE_DTYPES:
-            raise ConfigError(
-                "angle_dtype", f"must be one of {sorted(ANGLE_DTYPES)} (got {self.angle_dtype!r})"
-            )
+        if self.num_intervals is not None:
+            check_num_intervals(self.num_intervals)
+        if self.angle_dtype is not None:
+            check_angle_dtype(self.angle_dtype)
         if self.num_pairs_plotted < 0:
             raise ConfigError("num_pairs_plotted", f"must be >= 0 (got {self.num_pairs_plotted})")
+
+
+@dataclass
+class AnalysisJob:
+    """What `launch/analyze.py` runs, typed: the root schema of `configs/analyze.yaml` (its fields
+    are the config's only top-level keys)."""
+
+    model: ModelConfig  # only the rotary numbers are read, never weights
+    rope: RopeConfig  # the selected strategy and factor
+    analysis: AnalysisConfig
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> AnalysisJob:
+        return typed_sections(cls, cfg)
 
 
 @dataclass
@@ -64,34 +80,29 @@ class AnalysisResult:
 
 def table_configs(rope: RopeConfig, num_intervals: int, angle_dtype: str) -> dict[str, RopeConfig]:
     """One config per registered strategy: the selected one as given, the others with their
-    defaults at the same factor (DPRoPE with the table's B and dtype)."""
-    configs = {}
-    for name, strategy in STRATEGIES.items():
-        if name == rope.name:
-            configs[name] = rope
-        elif strategy.config is DPRoPEConfig:
-            configs[name] = DPRoPEConfig(
-                factor=rope.factor, num_intervals=num_intervals, angle_dtype=angle_dtype
-            )
-        else:
-            configs[name] = strategy.config(name=name, factor=rope.factor)
-    return configs
+    defaults at the same factor (a strategy that selects by disturbance with the table's B and
+    dtype)."""
+    return {
+        name: rope
+        if name == rope.name
+        else cls(factor=rope.factor).with_analysis_settings(num_intervals, angle_dtype)
+        for name, cls in STRATEGIES.items()
+    }
 
 
 def run_analysis(model: ModelConfig, rope: RopeConfig, settings: AnalysisConfig) -> AnalysisResult:
     """Every strategy's per-pair and total disturbance for ``model`` at ``rope.factor``."""
-    is_dprope = isinstance(rope, DPRoPEConfig)
-    num_intervals = settings.num_intervals or (rope.num_intervals if is_dprope else 360)
-    angle_dtype = settings.angle_dtype or (rope.angle_dtype if is_dprope else "float32")
-    analyzer = DisturbanceAnalyzer(
-        model.head_dim, model.rope_theta, model.original_max_position_embeddings, num_intervals, angle_dtype
-    )
+    own_intervals, own_dtype = rope.analysis_settings()
+    num_intervals = settings.num_intervals or own_intervals
+    dtype = settings.angle_dtype or own_dtype
+    geometry = model.geometry
+    analyzer = DisturbanceAnalyzer(geometry, num_intervals, dtype)
     results = {}
-    for name, cfg in table_configs(rope, num_intervals, angle_dtype).items():
-        scaling = build_scaling(cfg, model.head_dim, model.rope_theta, model.original_max_position_embeddings)
+    for name, cfg in table_configs(rope, num_intervals, dtype).items():
+        scaling = compute_scaling(cfg, geometry)
         per_pair = analyzer.per_pair(scaling)
         results[name] = StrategyResult(cfg, scaling, per_pair, analyzer.total(per_pair))
-    return AnalysisResult(model, rope.name, rope.factor, num_intervals, angle_dtype, analyzer, results)
+    return AnalysisResult(model, rope.name, rope.factor, num_intervals, dtype, analyzer, results)
 
 
 def to_json(result: AnalysisResult) -> dict[str, Any]:
@@ -118,7 +129,7 @@ def to_json(result: AnalysisResult) -> dict[str, Any]:
             "per_pair": res.per_pair.tolist(),
             "scaling_factors": res.scaling.scaling_factors.tolist(),
             "attention_factor": res.scaling.attention_factor,
-            "rope_parameters": rope_parameters(res.config, res.scaling),
+            "rope_parameters": res.config.export(res.scaling),
         }
         if "choices" in res.scaling.details:
             entry["choices"] = res.scaling.details["choices"]
@@ -152,9 +163,7 @@ def format_table(result: AnalysisResult) -> str:
         scaled = 2 * int((res.scaling.scaling_factors > 1 + 1e-6).sum())
         marker = " *" if name == result.selected else ""
         rel = f"{100 * (res.disturbance - pi) / pi:+.0f}%" if pi > 0 else "-"
-        lines.append(
-            f"{name + marker:<10} {res.disturbance:>12.3f} {rel:>8} {scaled:>12}  {STRATEGIES[name].summary}"
-        )
+        lines.append(f"{name + marker:<10} {res.disturbance:>12.3f} {rel:>8} {scaled:>12}  {res.config.rule}")
     return header + "\n".join(lines) + "\n(* = selected strategy)"
 
 

@@ -5,7 +5,7 @@ then casts cos/sin to the activation dtype and rotates q and k in that dtype
 (``LlamaRotaryEmbedding.forward`` and ``apply_rotary_pos_emb`` in ``modeling_llama``). Under
 bf16, cos/sin keep 8 bits of mantissa and every product of the rotation is rounded again, so
 the attention logit of two tokens stops being a function of their distance alone (Wang et al.
-2024, "When Precision Meets Position", section 3; method notes section 9).
+2024, "When Precision Meets Position", section 3; docs/method-notes.md, section 9).
 
 Two settings (``trainer.rope_precision`` / ``eval.rope_precision``):
 
@@ -14,20 +14,23 @@ Two settings (``trainer.rope_precision`` / ``eval.rope_precision``):
   float32, rotates them and casts the result back to their dtype: one rounding per rotated
   component instead of four.
 
-The patch point: each rotary module's ``forward`` is wrapped to run transformers' own code with
-a float32 probe (it reads only the probe's device and dtype), and the modeling module's
-``apply_rotary_pos_emb`` is replaced by `rotate_in_float32`, which does transformers'
-arithmetic in float32 when cos/sin are float32 and is transformers' function otherwise. It is
-applied to the model before ``deepspeed.initialize``. Nothing is saved with the weights: an
-export loaded with vanilla transformers rotates in its default precision.
+The patch points, both on the model instance only (`dprope.instance_patch`; the modelling module
+and models built later stay transformers' own): each rotary module's ``forward`` runs
+transformers' own code with a float32 probe (it reads only the probe's device and dtype), and
+each attention module gets a copy of its class's forward that calls `rotate_in_float32` where
+it called ``apply_rotary_pos_emb``: transformers' arithmetic in float32 when cos/sin are float32,
+transformers' function otherwise. The trainer applies it before ``deepspeed.initialize`` (a model
+transform, `dprope.train.transforms`). Nothing is saved with the weights: an export loaded with
+vanilla transformers rotates in its default precision.
 """
 
 from __future__ import annotations
 
-import sys
 import types
 
 import torch
+
+from dprope.instance_patch import override_globals
 
 ROPE_PRECISIONS = ("model", "fp32")
 
@@ -54,40 +57,32 @@ def rotate_in_float32(q, k, cos, sin, unsqueeze_dim: int = 1):
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
-def _float32_rotary_forward(rotary: torch.nn.Module):
-    original = rotary.forward
-
-    def forward(x, position_ids, *args, **kwargs):
-        probe = torch.empty(0, dtype=torch.float32, device=x.device)  # cos/sin take the probe's dtype
-        return original(probe, position_ids, *args, **kwargs)
-
-    forward.dprope_rope_precision = "fp32"  # type: ignore[attr-defined]
-    return forward
+def _float32_rotary_forward(self, x, position_ids, *args, **kwargs):
+    """The rotary module's own forward, given a float32 probe in place of the activations: its
+    cos/sin come out in float32."""
+    probe = torch.empty(0, dtype=torch.float32, device=x.device)  # cos/sin take the probe's dtype
+    return type(self).forward(self, probe, position_ids, *args, **kwargs)
 
 
-def _modeling_modules(model: torch.nn.Module) -> list[types.ModuleType]:
-    """The transformers modeling modules whose attention layers the model uses."""
-    names = {type(m).__module__ for m in model.modules() if type(m).__name__.endswith("Attention")}
-    return [sys.modules[n] for n in sorted(names) if hasattr(sys.modules.get(n), "apply_rotary_pos_emb")]
+_float32_rotary_forward.dprope_rope_precision = "fp32"  # type: ignore[attr-defined]
 
 
 def apply_rope_precision(model: torch.nn.Module, precision: str) -> int:
-    """Set the rotation precision of ``model`` in place; returns the rotary modules changed.
+    """Set the rotation precision of ``model`` (this instance only); returns the rotary modules
+    changed. Applying it twice changes nothing more.
 
-    ``fp32`` on a model without a transformers ``apply_rotary_pos_emb`` raises ValueError.
+    ``fp32`` on a model whose attention calls no transformers ``apply_rotary_pos_emb`` raises
+    ValueError.
     """
     if precision not in ROPE_PRECISIONS:
         raise ValueError(f"rope precision must be one of {', '.join(ROPE_PRECISIONS)} (got {precision!r})")
     if precision == "model":
         return 0
-    modules = _modeling_modules(model)
-    if not modules:
+    # same result as transformers' for equal dtypes; only float32 cos/sin take the new branch
+    rotated = [m for m in model.modules() if override_globals(m, {"apply_rotary_pos_emb": rotate_in_float32})]
+    if not rotated:
         raise ValueError(f"{type(model).__name__}: no transformers apply_rotary_pos_emb to patch")
-    for module in modules:
-        # same result as transformers' for equal dtypes; only float32 cos/sin take the new branch
-        module.apply_rotary_pos_emb = rotate_in_float32
     rotaries = [m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
     for rotary in rotaries:
-        if getattr(rotary.forward, "dprope_rope_precision", None) != "fp32":
-            rotary.forward = _float32_rotary_forward(rotary)
+        rotary.forward = types.MethodType(_float32_rotary_forward, rotary)
     return len(rotaries)

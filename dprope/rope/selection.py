@@ -1,40 +1,42 @@
 """DPRoPE: per-pair choice of the scaling that least disturbs the rotary-angle distribution
-(Wu et al., EMNLP 2024, eq. 8-9; method-notes section 4).
+(Wu et al., EMNLP 2024, eq. 8-9; docs/method-notes.md, section 4).
 
 For every pair i and every candidate c (extrapolation ``none`` and interpolation ``pi`` by
-default; ``ntk``, ``yarn`` and ``llama3`` may join) the disturbance D_c(i) = KL(P_i || P^c_i) is
-computed. Let D_E be extrapolation's and D_best the smallest among the other candidates:
+default; any other registered strategy may join, at its default parameters and the same factor)
+the disturbance D_c(i) = KL(P_i || P^c_i) is computed. Let D_E be extrapolation's and D_best the
+smallest among the other candidates:
 
 * threshold rule (``num_interpolated_dims`` unset): pair i takes its best non-extrapolating
   candidate iff D_E(i) - D_best(i) > t, else extrapolates; t = 0 is the per-pair argmin;
 * count rule (``num_interpolated_dims`` = k, counted in rotary dimensions, two per pair): the
   k/2 pairs with the largest D_E - D_best take their best candidate, the rest extrapolate.
 
-With the default two candidates this is exactly the paper's interpolate-or-extrapolate choice.
-The result is only a vector of divisors lambda_i: no inference cost, FlashAttention unaffected.
+A chosen pair takes its candidate's divisor lambda_i exactly as that candidate computed it. With
+the default two candidates this is exactly the paper's interpolate-or-extrapolate choice. The
+result is only a vector of divisors: no inference cost, FlashAttention unaffected.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
 import torch
 
 from dprope.config import ConfigError
-from dprope.rope.analysis import DisturbanceAnalyzer
-from dprope.rope.strategies import (
-    RopeScaling,
-    _scaling,
-    check_geometry,
-    inv_freq_from_factors,
-    llama3,
-    none,
-    ntk,
-    pi,
-    yarn,
+from dprope.rope.analysis import (
+    DEFAULT_ANGLE_DTYPE,
+    DEFAULT_NUM_INTERVALS,
+    DisturbanceAnalyzer,
+    check_num_intervals,
 )
+from dprope.rope.analysis import angle_dtype as check_angle_dtype
+from dprope.rope.config import RopeConfig, longrope_parameters
+from dprope.rope.geometry import RotaryGeometry
+from dprope.rope.strategies import RopeScaling, inv_freq_from_factors, scaling_result
 
-EXTRAPOLATION = "none"
-# Strategies a pair may borrow its divisor from, each with its default parameters.
-CANDIDATES = {"none": none, "pi": pi, "ntk": ntk, "yarn": yarn, "llama3": llama3}
+EXTRAPOLATION = "none"  # the candidate whose disturbance D_E every other one is measured against
 
 
 def select_pairs(
@@ -63,48 +65,35 @@ def select_pairs(
 
 
 def dprope(
-    head_dim: int,
-    rope_theta: float,
-    original_length: int,
-    factor: float,
-    num_intervals: int = 360,
-    threshold: float = 0.0,
-    num_interpolated_dims: int | None = None,
-    candidates: tuple[str, ...] | list[str] = ("none", "pi"),
-    angle_dtype: str = "float32",
+    candidates: Mapping[str, RopeScaling],
+    *,
+    num_intervals: int,
+    threshold: float,
+    num_interpolated_dims: int | None,
+    angle_dtype: str,
 ) -> RopeScaling:
-    """The DPRoPE divisors for one model geometry and factor.
+    """The DPRoPE divisors from the candidates' results for one model geometry and factor
+    (``candidates`` maps name -> result, `EXTRAPOLATION` among them).
 
     ``details`` of the result hold the per-pair choice (candidate names), the disturbance of
     every candidate per pair, and the margin D_E - D_best used by both rules.
     """
-    check_geometry(head_dim, rope_theta, original_length, factor)
-    check_selection(head_dim, num_intervals, num_interpolated_dims, candidates)
-    analyzer = DisturbanceAnalyzer(head_dim, rope_theta, original_length, num_intervals, angle_dtype)
     names = list(candidates)
-    scalings = [CANDIDATES[name](head_dim, rope_theta, original_length, factor) for name in names]
+    scalings = list(candidates.values())
+    geometry, factor = scalings[0].geometry, scalings[0].factor
+    if any(s.geometry != geometry or s.factor != factor for s in scalings):
+        raise ValueError(f"candidates {names} were computed for different geometries or factors")
+    analyzer = DisturbanceAnalyzer(geometry, num_intervals, angle_dtype)
     disturbances = torch.stack([analyzer.per_pair(s) for s in scalings])  # (candidates, pairs)
     extrapolation_index = names.index(EXTRAPOLATION)
     choice, margin = select_pairs(disturbances, extrapolation_index, threshold, num_interpolated_dims)
 
     all_factors = torch.stack([s.scaling_factors for s in scalings])  # (candidates, pairs)
-    pairs = torch.arange(head_dim // 2)
-    scaling_factors = all_factors[choice, pairs]
-    # Interpolation and extrapolation divisors are exactly s and 1; keep them exact so the
-    # exported longrope factors read as the paper describes.
-    scaling_factors = torch.where(
-        choice == extrapolation_index, torch.ones_like(scaling_factors), scaling_factors
-    )
-    if "pi" in names:
-        scaling_factors = torch.where(
-            choice == names.index("pi"), torch.full_like(scaling_factors, factor), scaling_factors
-        )
-    inv_freq = inv_freq_from_factors(head_dim, rope_theta, scaling_factors)
-    return _scaling(
+    scaling_factors = all_factors[choice, torch.arange(geometry.num_pairs)]
+    inv_freq = inv_freq_from_factors(geometry.head_dim, geometry.rope_theta, scaling_factors)
+    return scaling_result(
         "dprope",
-        head_dim,
-        rope_theta,
-        original_length,
+        geometry,
         factor,
         inv_freq,
         # lambda_i exactly as chosen (recomputing it from float32 frequencies adds rounding noise)
@@ -116,34 +105,69 @@ def dprope(
     )
 
 
-def check_selection(
-    head_dim: int,
-    num_intervals: int,
-    num_interpolated_dims: int | None,
-    candidates: tuple[str, ...] | list[str],
-) -> None:
-    """Raise a `ConfigError` naming the first invalid DPRoPE parameter."""
-    if num_intervals < 1:
-        raise ConfigError("num_intervals", f"must be >= 1 (got {num_intervals})")
-    if num_interpolated_dims is not None:
-        k = num_interpolated_dims
-        if k < 0 or k % 2 or k > head_dim:
+@dataclass
+class DPRoPEConfig(RopeConfig):
+    name: str = "dprope"  # fixed by the preset (rope=dprope)
+    num_intervals: int = DEFAULT_NUM_INTERVALS  # B: equal intervals of [0, 2pi) for the angle histograms
+    threshold: float = 0.0  # t: scale pair i iff D_E(i) - D_best(i) > t (0 = per-pair argmin)
+    num_interpolated_dims: int | None = None  # k rotary dims (2 per pair) to scale; overrides threshold
+    candidates: list[str] = field(
+        default_factory=lambda: [EXTRAPOLATION, "pi"]
+    )  # per-pair choices: registered strategies at their defaults; 'none' required
+    angle_dtype: str = DEFAULT_ANGLE_DTYPE  # float32 (as the model and reference code) or float64
+
+    rule: ClassVar[str] = "per-pair minimum disturbance"
+
+    def validate(self, geometry: RotaryGeometry | None = None) -> None:
+        from dprope.rope.registry import STRATEGIES
+
+        super().validate(geometry)
+        check_num_intervals(self.num_intervals)
+        k = self.num_interpolated_dims
+        if k is not None and (k < 0 or k % 2):
+            raise ConfigError("num_interpolated_dims", f"must be a non-negative even number (got {k})")
+        if k is not None and geometry is not None and k > geometry.head_dim:
             raise ConfigError(
                 "num_interpolated_dims",
-                f"must be an even number of rotary dimensions in [0, head_dim={head_dim}] (got {k})",
+                f"must be an even number of rotary dimensions in [0, head_dim={geometry.head_dim}] (got {k})",
             )
-    check_candidates(candidates)
+        check_angle_dtype(self.angle_dtype)
+        if self.name in self.candidates:
+            raise ConfigError("candidates", f"{self.name!r} cannot be its own candidate")
+        available = [name for name in STRATEGIES if name != self.name]
+        unknown = [c for c in self.candidates if c not in available]
+        if unknown:
+            raise ConfigError(
+                "candidates", f"unknown candidate {unknown[0]!r} (available: {', '.join(available)})"
+            )
+        names = set(self.candidates)
+        if EXTRAPOLATION not in names or len(names) < 2 or len(names) != len(self.candidates):
+            raise ConfigError(
+                "candidates",
+                f"need '{EXTRAPOLATION}' and at least one other, without repeats (got {list(self.candidates)})",
+            )
 
+    def candidate_configs(self) -> dict[str, RopeConfig]:
+        """Each candidate's config: the registered strategy at its defaults and this factor."""
+        from dprope.rope.registry import STRATEGIES
 
-def check_candidates(candidates: tuple[str, ...] | list[str]) -> None:
-    """Known names, extrapolation among them, at least one alternative, no repeats."""
-    unknown = [c for c in candidates if c not in CANDIDATES]
-    if unknown:
-        raise ConfigError(
-            "candidates", f"unknown candidate {unknown[0]!r} (available: {', '.join(CANDIDATES)})"
+        return {name: STRATEGIES[name](factor=self.factor) for name in self.candidates}
+
+    def _compute(self, geometry: RotaryGeometry) -> RopeScaling:
+        return dprope(
+            {name: config.compute(geometry) for name, config in self.candidate_configs().items()},
+            num_intervals=self.num_intervals,
+            threshold=self.threshold,
+            num_interpolated_dims=self.num_interpolated_dims,
+            angle_dtype=self.angle_dtype,
         )
-    if EXTRAPOLATION not in candidates or len(set(candidates)) < 2 or len(set(candidates)) != len(candidates):
-        raise ConfigError(
-            "candidates",
-            f"need '{EXTRAPOLATION}' and at least one other, without repeats (got {list(candidates)})",
-        )
+
+    def export(self, scaling: RopeScaling) -> dict[str, Any]:
+        """transformers' ``longrope`` type carrying the selected divisors."""
+        return longrope_parameters(scaling)
+
+    def analysis_settings(self) -> tuple[int, str]:
+        return self.num_intervals, self.angle_dtype
+
+    def with_analysis_settings(self, num_intervals: int, angle_dtype: str) -> DPRoPEConfig:
+        return replace(self, num_intervals=num_intervals, angle_dtype=angle_dtype)

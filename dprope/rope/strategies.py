@@ -1,14 +1,17 @@
-"""RoPE scaling strategies as pure functions of explicit numbers (method-notes sections 1-2).
+"""RoPE scaling strategies as pure functions of explicit numbers (docs/method-notes.md, sections 1-2).
 
 Every strategy takes the rotary geometry of a model (``head_dim``, ``rope_theta``, the
-pre-training length ``original_length`` = L) and the scaling factor ``factor`` = s, plus its own
-parameters, and returns a `RopeScaling`: the per-pair divisors ``lambda_i`` (theta'_i =
-theta_i / lambda_i), the float32 inverse frequencies a model uses, and the cos/sin attention
-factor. `pi`, `yarn` and `llama3` reproduce transformers' ``linear``, ``yarn`` and ``llama3``
-rope types operation for operation, so the frequencies are equal at float32 precision.
+pre-training length ``original_length`` = L), the scaling factor ``factor`` = s and its own
+parameters (no defaults: those live in the strategy's config class alone), and returns a
+`RopeScaling`: the per-pair divisors ``lambda_i`` (theta'_i = theta_i / lambda_i), the float32
+inverse frequencies a model uses, and the cos/sin attention factor. `pi`, `yarn` and `llama3`
+reproduce transformers' ``linear``, ``yarn`` and ``llama3`` rope types operation for operation,
+so the frequencies are equal at float32 precision.
 
-The DPRoPE strategy lives in `dprope.rope.selection`; the registry that names them all is
-`dprope.rope.registry.STRATEGIES`.
+The functions check nothing but the geometry (by building a `RotaryGeometry`): a strategy's own
+parameters are checked once, by its config class (`dprope.rope.config`), which calls these
+functions. The DPRoPE selection lives in `dprope.rope.selection`; the registry that names every
+strategy is `dprope.rope.registry.STRATEGIES`.
 """
 
 from __future__ import annotations
@@ -19,22 +22,23 @@ from typing import Any
 
 import torch
 
-from dprope.config import ConfigError
+from dprope.rope.geometry import RotaryGeometry, default_inv_freq, exponents
+
+__all__ = ["RopeScaling", "default_inv_freq", "llama3", "none", "ntk", "pi", "yarn"]
 
 
 @dataclass(frozen=True)
 class RopeScaling:
     """The outcome of a strategy for one model geometry.
 
-    ``scaling_factors`` (float64, shape (head_dim/2,)) are the divisors lambda_i;
-    ``inv_freq`` (float32, same shape) the frequencies theta_i / lambda_i exactly as a model
-    computes them; ``rope_theta`` the base those frequencies derive from (changed only by NTK).
+    ``scaling_factors`` (float64, shape (num_pairs,)) are the divisors lambda_i of the geometry's
+    own frequencies; ``inv_freq`` (float32, same shape) the frequencies theta_i / lambda_i
+    exactly as a model computes them; ``details`` what a strategy adds (NTK's raised base,
+    YaRN's correction range, DPRoPE's per-pair choices).
     """
 
     name: str
-    head_dim: int
-    rope_theta: float
-    original_length: int
+    geometry: RotaryGeometry
     factor: float
     scaling_factors: torch.Tensor
     inv_freq: torch.Tensor
@@ -42,46 +46,29 @@ class RopeScaling:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def head_dim(self) -> int:
+        return self.geometry.head_dim
+
+    @property
+    def rope_theta(self) -> float:
+        return self.geometry.rope_theta
+
+    @property
+    def original_length(self) -> int:
+        return self.geometry.original_length
+
+    @property
     def num_pairs(self) -> int:
-        return self.head_dim // 2
+        return self.geometry.num_pairs
 
     @property
     def target_length(self) -> int:
-        return target_length(self.original_length, self.factor)
+        return self.geometry.target_length(self.factor)
 
 
-def target_length(original_length: int, factor: float) -> int:
-    """The extended context L' = s * L (rounded to a whole number of positions)."""
-    return int(round(original_length * factor))
-
-
-def check_geometry(head_dim: int, rope_theta: float, original_length: int, factor: float) -> None:
-    """Raise a `ConfigError` naming the first invalid number."""
-    if head_dim <= 0 or head_dim % 2:
-        raise ConfigError("head_dim", f"must be a positive even number (got {head_dim})")
-    if not rope_theta > 1:
-        raise ConfigError("rope_theta", f"must be > 1 (got {rope_theta})")
-    if original_length <= 0:
-        raise ConfigError("original_max_position_embeddings", f"must be positive (got {original_length})")
-    if not (math.isfinite(factor) and factor >= 1):
-        raise ConfigError("factor", f"must be a finite number >= 1 (got {factor})")
-
-
-def _exponents(head_dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """2i/d for i = 0 .. d/2-1, computed the way transformers does (int64 arange, then cast)."""
-    return torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype) / head_dim
-
-
-def default_inv_freq(head_dim: int, rope_theta: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """theta_i = base ** (-2i/d), shape (head_dim/2,). Equal to transformers' ``default`` rope type."""
-    return 1.0 / (rope_theta ** _exponents(head_dim, dtype))
-
-
-def _scaling(
+def scaling_result(
     name: str,
-    head_dim: int,
-    rope_theta: float,
-    original_length: int,
+    geometry: RotaryGeometry,
     factor: float,
     inv_freq: torch.Tensor,
     attention_factor: float = 1.0,
@@ -89,14 +76,12 @@ def _scaling(
     **details: Any,
 ) -> RopeScaling:
     """Package frequencies with their divisors lambda_i; unless given exactly, lambda_i is
-    recovered as theta_i / theta'_i."""
+    recovered as theta_i / theta'_i against the geometry's own frequencies."""
     if scaling_factors is None:
-        scaling_factors = default_inv_freq(head_dim, rope_theta, torch.float64) / inv_freq.to(torch.float64)
+        scaling_factors = geometry.inv_freq(torch.float64) / inv_freq.to(torch.float64)
     return RopeScaling(
         name=name,
-        head_dim=head_dim,
-        rope_theta=float(rope_theta),
-        original_length=int(original_length),
+        geometry=geometry,
         factor=float(factor),
         scaling_factors=scaling_factors.to(torch.float64),
         inv_freq=inv_freq.to(torch.float32),
@@ -109,15 +94,14 @@ def inv_freq_from_factors(head_dim: int, rope_theta: float, scaling_factors: tor
     """theta_i / lambda_i in float32, computed as transformers' ``longrope`` does:
     ``1 / (lambda_i * base ** (2i/d))``. The exported DPRoPE model therefore has these exact values."""
     factors = torch.as_tensor(scaling_factors, dtype=torch.float32)
-    return 1.0 / (factors * rope_theta ** _exponents(head_dim))
+    return 1.0 / (factors * rope_theta ** exponents(head_dim))
 
 
 def none(head_dim: int, rope_theta: float, original_length: int, factor: float) -> RopeScaling:
     """Plain extrapolation: lambda_i = 1 (the original model run past L)."""
-    check_geometry(head_dim, rope_theta, original_length, factor)
-    inv_freq = default_inv_freq(head_dim, rope_theta)
-    ones = torch.ones(head_dim // 2, dtype=torch.float64)
-    return _scaling("none", head_dim, rope_theta, original_length, factor, inv_freq, scaling_factors=ones)
+    geometry = RotaryGeometry(head_dim, rope_theta, original_length)
+    ones = torch.ones(geometry.num_pairs, dtype=torch.float64)
+    return scaling_result("none", geometry, factor, geometry.inv_freq(), scaling_factors=ones)
 
 
 def pi(head_dim: int, rope_theta: float, original_length: int, factor: float) -> RopeScaling:
@@ -125,10 +109,9 @@ def pi(head_dim: int, rope_theta: float, original_length: int, factor: float) ->
 
     Built on the baseline as transformers' ``linear`` type is: default frequencies divided by s.
     """
-    check_geometry(head_dim, rope_theta, original_length, factor)
-    inv_freq = default_inv_freq(head_dim, rope_theta) / factor
-    factors = torch.full((head_dim // 2,), float(factor), dtype=torch.float64)
-    return _scaling("pi", head_dim, rope_theta, original_length, factor, inv_freq, scaling_factors=factors)
+    geometry = RotaryGeometry(head_dim, rope_theta, original_length)
+    factors = torch.full((geometry.num_pairs,), float(factor), dtype=torch.float64)
+    return scaling_result("pi", geometry, factor, geometry.inv_freq() / factor, scaling_factors=factors)
 
 
 def ntk_base(head_dim: int, rope_theta: float, factor: float) -> float:
@@ -137,13 +120,12 @@ def ntk_base(head_dim: int, rope_theta: float, factor: float) -> float:
 
 
 def ntk(head_dim: int, rope_theta: float, original_length: int, factor: float) -> RopeScaling:
-    """Static NTK-aware scaling: the default rule with the base raised to ``ntk_base``."""
-    check_geometry(head_dim, rope_theta, original_length, factor)
-    if head_dim < 4:
-        raise ConfigError("head_dim", f"ntk needs head_dim >= 4 (got {head_dim})")
+    """Static NTK-aware scaling: the default rule with the base raised to ``ntk_base``
+    (needs head_dim >= 4, which its config checks)."""
+    geometry = RotaryGeometry(head_dim, rope_theta, original_length)
     new_base = ntk_base(head_dim, rope_theta, factor)
     inv_freq = default_inv_freq(head_dim, new_base)
-    return _scaling("ntk", head_dim, rope_theta, original_length, factor, inv_freq, ntk_rope_theta=new_base)
+    return scaling_result("ntk", geometry, factor, inv_freq, ntk_rope_theta=new_base)
 
 
 def yarn_attention_factor(factor: float) -> float:
@@ -163,22 +145,20 @@ def yarn(
     rope_theta: float,
     original_length: int,
     factor: float,
-    beta_fast: float = 32.0,
-    beta_slow: float = 1.0,
-    attention_factor: float | None = None,
-    truncate: bool = True,
+    *,
+    beta_fast: float,
+    beta_slow: float,
+    attention_factor: float | None,
+    truncate: bool,
 ) -> RopeScaling:
     """YaRN (Peng et al., 2023), as transformers' ``yarn`` rope type computes it.
 
     Pairs making more than ``beta_fast`` rotations over L extrapolate, fewer than ``beta_slow``
     interpolate; between them a linear ramp over the dimension index blends theta_i / s and
-    theta_i. The correction range is floored/ceiled when ``truncate``.
+    theta_i. The correction range is floored/ceiled when ``truncate``; ``attention_factor``
+    None means `yarn_attention_factor`.
     """
-    check_geometry(head_dim, rope_theta, original_length, factor)
-    if not beta_fast > beta_slow > 0:
-        raise ConfigError("beta_fast", f"need beta_fast > beta_slow > 0 (got {beta_fast}, {beta_slow})")
-    if attention_factor is not None and attention_factor <= 0:
-        raise ConfigError("attention_factor", f"must be positive (got {attention_factor})")
+    geometry = RotaryGeometry(head_dim, rope_theta, original_length)
     low = _yarn_correction_dim(beta_fast, head_dim, rope_theta, original_length)
     high = _yarn_correction_dim(beta_slow, head_dim, rope_theta, original_length)
     if truncate:
@@ -187,26 +167,17 @@ def yarn(
     if low == high:
         high += 0.001  # transformers' guard against a zero-width ramp
 
-    pos_freqs = rope_theta ** _exponents(head_dim)
+    pos_freqs = rope_theta ** exponents(head_dim)
     inv_freq_extrapolation = 1.0 / pos_freqs
     inv_freq_interpolation = 1.0 / (factor * pos_freqs)
-    ramp = torch.clamp((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    ramp = torch.clamp((torch.arange(geometry.num_pairs, dtype=torch.float32) - low) / (high - low), 0, 1)
     extrapolation_weight = 1 - ramp
     inv_freq = (
         inv_freq_interpolation * (1 - extrapolation_weight) + inv_freq_extrapolation * extrapolation_weight
     )
     if attention_factor is None:
         attention_factor = yarn_attention_factor(factor)
-    return _scaling(
-        "yarn",
-        head_dim,
-        rope_theta,
-        original_length,
-        factor,
-        inv_freq,
-        attention_factor,
-        correction_range=(low, high),
-    )
+    return scaling_result("yarn", geometry, factor, inv_freq, attention_factor, correction_range=(low, high))
 
 
 def llama3(
@@ -214,21 +185,17 @@ def llama3(
     rope_theta: float,
     original_length: int,
     factor: float,
-    low_freq_factor: float = 1.0,
-    high_freq_factor: float = 4.0,
+    *,
+    low_freq_factor: float,
+    high_freq_factor: float,
 ) -> RopeScaling:
     """Llama 3.1's rule, as transformers' ``llama3`` rope type computes it.
 
     Wavelengths shorter than L / high_freq_factor extrapolate, longer than L / low_freq_factor
     interpolate by s, and a smooth blend covers the band between.
     """
-    check_geometry(head_dim, rope_theta, original_length, factor)
-    if not high_freq_factor > low_freq_factor > 0:
-        raise ConfigError(
-            "high_freq_factor",
-            f"need high_freq_factor > low_freq_factor > 0 (got {high_freq_factor}, {low_freq_factor})",
-        )
-    inv_freq = default_inv_freq(head_dim, rope_theta)
+    geometry = RotaryGeometry(head_dim, rope_theta, original_length)
+    inv_freq = geometry.inv_freq()
     low_freq_wavelen = original_length / low_freq_factor
     high_freq_wavelen = original_length / high_freq_factor
     wavelen = 2 * math.pi / inv_freq
@@ -237,4 +204,4 @@ def llama3(
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
     scaled = torch.where(is_medium, smoothed, scaled)
-    return _scaling("llama3", head_dim, rope_theta, original_length, factor, scaled)
+    return scaling_result("llama3", geometry, factor, scaled)

@@ -6,19 +6,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from dprope.rope.analysis import DisturbanceAnalyzer
-from dprope.rope.registry import RopeConfig, rope_parameters
+from dprope.rope.analysis import DEFAULT_ANGLE_DTYPE, DisturbanceAnalyzer
+from dprope.rope.config import RopeConfig
 from dprope.rope.strategies import RopeScaling
 
 
-def strategy_summary(rope: RopeConfig, scaling: RopeScaling, num_intervals: int = 360) -> dict[str, Any]:
-    """The strategy's per-pair factors and total disturbance, as logged and exported."""
-    analyzer = DisturbanceAnalyzer(
-        scaling.head_dim,
-        scaling.rope_theta,
-        scaling.original_length,
-        getattr(rope, "num_intervals", num_intervals),
-    )
+def strategy_summary(rope: RopeConfig, scaling: RopeScaling) -> dict[str, Any]:
+    """The strategy's per-pair factors and total disturbance (B of the strategy's own analysis
+    settings, float32 angles as the model computes them), as logged and exported."""
+    num_intervals, _ = rope.analysis_settings()
+    analyzer = DisturbanceAnalyzer(scaling.geometry, num_intervals, DEFAULT_ANGLE_DTYPE)
     return {
         "strategy": rope.name,
         "factor": rope.factor,
@@ -26,6 +23,6 @@ def strategy_summary(rope: RopeConfig, scaling: RopeScaling, num_intervals: int 
         "disturbance": analyzer.total(analyzer.per_pair(scaling)),
         "scaling_factors": scaling.scaling_factors.tolist(),
         "attention_factor": scaling.attention_factor,
-        "rope_parameters": rope_parameters(rope, scaling),
+        "rope_parameters": rope.export(scaling),
         "config": asdict(rope),
     }

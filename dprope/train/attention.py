@@ -1,8 +1,19 @@
-"""Document-masked attention in the model: which kernel, and the inputs it takes.
+"""Attention modes (``trainer.attention``): one registry, `ATTENTION_MODES`.
 
-The collate function (`dprope.data.segments.collate_documents`) builds the positions, the
-segment ids and flash-attn's cumulative lengths on the CPU. Here they become what the chosen
-attention implementation of transformers reads:
+Each mode declares what the rest of the trainer asks of it:
+
+- ``collate(bos_id)``: the collate function of its micro-batches (built on the CPU);
+- ``needs_bos``: its documents must be packed with a BOS token (``data.add_bos``) and the
+  tokenizer must have one;
+- ``sequence_parallel``: whether it runs under DeepSpeed's Ulysses attention, which drops every
+  4D mask and rebuilds causality from the positions (causal only);
+- ``auto_implementation(cuda)``: the kernel ``trainer.attn_implementation=auto`` picks when
+  flash-attn is not there;
+- ``inputs(batch, implementation, ...)``: the forward's keyword arguments for each kernel;
+- ``describe(implementation)``: what computes the attention, as logged at start-up.
+
+Modes that attend within segments (documents) take their masks per kernel from
+`SegmentMasked.MASKS`:
 
 - ``flash_attention_2``: flash-attn's varlen kernel over the flattened batch, given
   ``cu_seq_lens_q/k`` and ``max_length_q/k`` (no mask is materialised);
@@ -11,32 +22,41 @@ attention implementation of transformers reads:
 - ``sdpa`` / ``eager``: an explicit (batch, 1, seq, seq) mask, boolean for SDPA and additive for
   eager; it costs O(seq^2) memory, the fallback that runs on CPU.
 
-With one segment per row (``causal``), nothing is added: transformers' own causal path runs.
+A new mode is one class here (or in a file of its own) and one line of `ATTENTION_MODES`.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from dprope.data.segments import ATTENTION_MODES
+from dprope.config import ConfigError
+from dprope.data.sampler import collate_packed
+from dprope.data.segments import ANCHOR, DOCUMENT, SegmentLayout, collate_segments
+from dprope.model import flash_attn_available
 
-KERNELS = {
-    "flash_attention_2": "flash-attn varlen (cu_seqlens from the collate)",
-    "flex_attention": "FlexAttention block mask",
-    "sdpa": "SDPA with an explicit document mask",
-    "eager": "eager attention with an explicit document mask",
-}
+Batch = dict[str, Any]
+Collate = Callable[[list[dict[str, Any]]], Batch]
 
 
-def kernel_description(mode: str, implementation: str) -> str:
-    """What computes the attention, as logged at start-up."""
-    if mode not in ATTENTION_MODES:
-        raise ValueError(f"unknown attention mode {mode!r}")
-    if mode == "causal":
-        return f"{implementation} (causal over the window)"
-    return f"{mode}: {KERNELS[implementation]}"
+def _to(batch: Batch, device: torch.device) -> dict[str, Any]:
+    return {
+        name: batch[name].to(device, non_blocking=True) for name in ("input_ids", "labels", "position_ids")
+    }
+
+
+def varlen_segments(batch: Batch, device: torch.device) -> dict[str, Any]:
+    """transformers' FlashAttentionKwargs from the segments the collate built on the CPU: with
+    them flash-attn's varlen kernel needs nothing read back from the GPU in any layer (SDPA and
+    eager ignore them)."""
+    if batch.get("cu_seqlens") is None:
+        return {}
+    cu = batch["cu_seqlens"].to(device, non_blocking=True)  # (segments + 1,) int32
+    length = batch["max_length"]  # a Python int: a device tensor would be read per layer
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": length, "max_length_k": length}
 
 
 def document_mask(segment_ids: torch.Tensor) -> torch.Tensor:
@@ -58,38 +78,11 @@ def document_block_mask(segment_ids: torch.Tensor):
     return create_block_mask(visible, batch, None, seq, seq, device=segment_ids.device)
 
 
-def model_inputs(
-    batch: dict[str, Any], implementation: str, device: torch.device, dtype: torch.dtype = torch.float32
-) -> dict[str, Any]:
-    """The keyword arguments of the model's forward for one collated micro-batch.
-
-    ``dtype`` is the activations' (the additive mask of eager attention must match it).
-    """
-    inputs = {
-        name: batch[name].to(device, non_blocking=True) for name in ("input_ids", "labels", "position_ids")
-    }
-    segment_ids = batch.get("segment_ids")
-    if segment_ids is None or implementation == "flash_attention_2":
-        # the segments the collate function built on the CPU (one per row in causal mode): with
-        # them flash-attn's varlen kernel needs nothing read back from the GPU in any layer
-        # (transformers' FlashAttentionKwargs; SDPA and eager ignore them)
-        if batch.get("cu_seqlens") is not None:
-            cu = batch["cu_seqlens"].to(device, non_blocking=True)  # (segments + 1,) int32
-            length = batch["max_length"]  # a Python int: a device tensor would be read per layer
-            inputs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=length, max_length_k=length)
-        return inputs
-    segment_ids = segment_ids.to(device)
-    if implementation == "flex_attention":
-        inputs["attention_mask"] = document_block_mask(segment_ids)
-    elif implementation == "sdpa":
-        inputs["attention_mask"] = document_mask(segment_ids)
-    elif implementation == "eager":
-        visible = document_mask(segment_ids)
-        additive = torch.zeros(visible.shape, dtype=dtype, device=device)
-        inputs["attention_mask"] = additive.masked_fill(~visible, torch.finfo(dtype).min)
-    else:
-        raise ValueError(f"no document mask for attention implementation {implementation!r}")
-    return inputs
+def additive_document_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`document_mask` as eager attention adds it: 0 where visible, the dtype's minimum elsewhere."""
+    visible = document_mask(segment_ids)
+    additive = torch.zeros(visible.shape, dtype=dtype, device=segment_ids.device)
+    return additive.masked_fill(~visible, torch.finfo(dtype).min)
 
 
 def visible_pairs(segment_ids: torch.Tensor) -> int:
@@ -99,3 +92,127 @@ def visible_pairs(segment_ids: torch.Tensor) -> int:
         return_counts=True,
     )
     return int((counts * (counts + 1) // 2).sum())
+
+
+class AttentionMode:
+    """What a token may attend to in a packed window, and how each kernel is told."""
+
+    name: str
+    needs_bos = False  # packed with BOS, and the tokenizer must have one
+    sequence_parallel = False  # runs under DeepSpeed's Ulysses attention (which keeps no mask)
+
+    def collate(self, bos_id: int | None) -> Collate:
+        raise NotImplementedError
+
+    def auto_implementation(self, cuda: bool) -> str:
+        """The kernel of ``trainer.attn_implementation=auto`` when flash-attn cannot run."""
+        return "sdpa"
+
+    def inputs(
+        self, batch: Batch, implementation: str, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> dict[str, Any]:
+        """The keyword arguments of the model's forward for one collated micro-batch; ``dtype``
+        is the activations' (an additive mask must match it)."""
+        raise NotImplementedError
+
+    def describe(self, implementation: str) -> str:
+        raise NotImplementedError
+
+
+class Causal(AttentionMode):
+    """One causal attention over the whole window (the paper's setting); positions 0 .. T-1."""
+
+    name = "causal"
+    sequence_parallel = True
+
+    def collate(self, bos_id: int | None) -> Collate:
+        return collate_packed
+
+    def inputs(self, batch, implementation, device, dtype=torch.float32):
+        # one segment per row: transformers' own causal path, plus the varlen offsets for flash-attn
+        return {**_to(batch, device), **varlen_segments(batch, device)}
+
+    def describe(self, implementation: str) -> str:
+        return f"{implementation} (causal over the window)"
+
+
+class SegmentMasked(AttentionMode):
+    """Attention within the segments of a `SegmentLayout` (`dprope.data.segments`)."""
+
+    layout: SegmentLayout
+    needs_bos = True
+    # kernel -> (description, the forward's mask arguments from the batch's segment ids)
+    MASKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
+        "flash_attention_2": (
+            "flash-attn varlen (cu_seqlens from the collate)",
+            lambda batch, segment_ids, device, dtype: varlen_segments(batch, device),
+        ),
+        "flex_attention": (
+            "FlexAttention block mask",
+            lambda batch, segment_ids, device, dtype: {"attention_mask": document_block_mask(segment_ids)},
+        ),
+        "sdpa": (
+            "SDPA with an explicit document mask",
+            lambda batch, segment_ids, device, dtype: {"attention_mask": document_mask(segment_ids)},
+        ),
+        "eager": (
+            "eager attention with an explicit document mask",
+            lambda batch, segment_ids, device, dtype: {
+                "attention_mask": additive_document_mask(segment_ids, dtype)
+            },
+        ),
+    }
+
+    def collate(self, bos_id: int | None) -> Collate:
+        if bos_id is None:
+            raise ConfigError(
+                "model.tokenizer", f"trainer.attention={self.name} needs a tokenizer with a BOS token"
+            )
+        return functools.partial(collate_segments, layout=self.layout, bos_id=bos_id)
+
+    def auto_implementation(self, cuda: bool) -> str:
+        # a block mask skips the masked blocks, where SDPA would read a dense mask
+        return "flex_attention" if cuda else "sdpa"
+
+    def _mask(self, implementation: str):
+        if implementation not in self.MASKS:
+            raise ValueError(f"no {self.name} mask for attention implementation {implementation!r}")
+        return self.MASKS[implementation]
+
+    def inputs(self, batch, implementation, device, dtype=torch.float32):
+        _, mask = self._mask(implementation)
+        return {**_to(batch, device), **mask(batch, batch["segment_ids"].to(device), device, dtype)}
+
+    def describe(self, implementation: str) -> str:
+        return f"{self.name}: {self._mask(implementation)[0]}"
+
+
+class Document(SegmentMasked):
+    """Each token sees earlier tokens of its own document; positions restart at every document."""
+
+    name = "document"
+    layout = DOCUMENT
+
+
+class Anchor(SegmentMasked):
+    """AnchorAttention: its own document and the shared anchor (BOS at position 0)."""
+
+    name = "anchor"
+    layout = ANCHOR
+
+
+ATTENTION_MODES: dict[str, AttentionMode] = {"causal": Causal(), "document": Document(), "anchor": Anchor()}
+
+
+def resolve_implementation(requested: str, mode: AttentionMode) -> str:
+    """The attention kernel transformers runs: ``requested``, or for ``auto`` flash_attention_2
+    when flash-attn imports (and a GPU is present), else the mode's own choice."""
+    if requested != "auto":
+        if requested == "flash_attention_2" and not flash_attn_available():
+            raise ConfigError(
+                "trainer.attn_implementation", "flash_attention_2 needs flash-attn and a CUDA GPU"
+            )
+        return requested
+    if flash_attn_available():
+        return "flash_attention_2"
+    return mode.auto_implementation(torch.cuda.is_available())

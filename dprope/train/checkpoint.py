@@ -34,8 +34,8 @@ import os
 import random
 import re
 import shutil
-import signal
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dprope.config import ConfigError
+from dprope.config import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,12 @@ UNIVERSAL = "universal"
 TAG_PATTERN = re.compile(r"^step_(\d{8})$")
 # files a rank writes carry its rank: DeepSpeed's zero_pp_rank_<r>_..., our rng_rank<r>.pt
 RANK_IN_NAME = re.compile(r"(?:zero_pp_rank_|rng_rank)(\d+)")
-# Test hook: a run started with this variable set to N kills itself (SIGKILL) during the save of
-# step N, after the DeepSpeed files are written and before the manifest and COMPLETE.
-KILL_IN_SAVE_ENV = "DPROPE_TEST_KILL_IN_SAVE"
 BLOCK = 16 << 20
+
+
+class CheckpointLoadError(Exception):
+    """DeepSpeed could not load a checkpoint that passed verification: not a configuration error
+    (`dprope.train.config.EXIT_LOAD_FAILED`)."""
 
 
 @dataclass
@@ -129,12 +131,6 @@ def resume_candidates(resume: str, output_dir: str | Path) -> list[Path]:
     if not is_complete(path):
         raise ConfigError("trainer.resume", f"{resume} is not a complete checkpoint directory")
     return [path]
-
-
-def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
-    """The first checkpoint `resume_candidates` gives (unverified), or None."""
-    candidates = resume_candidates(resume, output_dir)
-    return candidates[0] if candidates else None
 
 
 # --- manifest -------------------------------------------------------------------------------
@@ -337,9 +333,18 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save(engine, output_dir: str | Path, state: TrainerState, rank: int, keep_last: int) -> Path:
+def save(
+    engine,
+    output_dir: str | Path,
+    state: TrainerState,
+    rank: int,
+    keep_last: int,
+    before_manifest: Callable[[Path, TrainerState], None] | None = None,
+) -> Path:
     """Save every rank's state under a new tag, write the manifest, then mark the checkpoint
-    complete and move ``latest``."""
+    complete and move ``latest``. ``before_manifest(path, state)`` runs on every rank once its
+    files are written, before the manifest and the completion mark (a test kills the process
+    there)."""
     root = checkpoint_root(output_dir)
     tag = tag_for(state.step)
     path = root / tag
@@ -352,8 +357,8 @@ def save(engine, output_dir: str | Path, state: TrainerState, rank: int, keep_la
     torch.save(_rng_state(), path / f"rng_rank{rank}.pt")
     if rank == 0:
         _write_atomic(path / STATE_FILE, json.dumps(asdict(state), indent=2))
-    if os.environ.get(KILL_IN_SAVE_ENV) == str(state.step):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if before_manifest is not None:
+        before_manifest(path, state)
     _barrier()
     write_manifest(path)
     if rank == 0:
@@ -385,9 +390,17 @@ def load(engine, resume: Resume | Path) -> TrainerState:
     if isinstance(resume, Path):
         resume = Resume(resume, read_state(resume), universal=False)
     load_dir, tag = resume.load_dir
-    load_path, _ = engine.load_checkpoint(str(load_dir), tag=tag)
+    try:
+        load_path, _ = engine.load_checkpoint(str(load_dir), tag=tag)
+    except Exception as err:  # DeepSpeed raises several kinds: a model of another shape, a bad file
+        log.error("DeepSpeed could not load %s", resume.path, exc_info=True)
+        raise CheckpointLoadError(
+            f"DeepSpeed could not load {resume.path}: {first_line(err, with_type=True)}"
+        ) from err
     if load_path is None:
-        raise ConfigError("trainer.resume", f"DeepSpeed could not load {resume.path}")
+        raise CheckpointLoadError(
+            f"DeepSpeed could not load {resume.path}: it found no checkpoint files there"
+        )
     return read_state(resume.path)
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from dprope.config import ConfigError, check_choice, to_typed
 from dprope.data.config import DataConfig
-from dprope.data.segments import ATTENTION_MODES
 from dprope.model import ModelConfig
 from dprope.rope.registry import RopeConfig
 from dprope.rope.rotation import ROPE_PRECISIONS
 from dprope.tracking import LoggerConfig
+from dprope.train.attention import ATTENTION_MODES
 
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
@@ -26,6 +26,8 @@ GRAD_ACCUM_DTYPES = ("fp32", "bf16")
 EXIT_PREEMPTED = 75
 # Exit code of a run stopped by a non-finite loss or gradient norm (no checkpoint is written).
 EXIT_NON_FINITE = 3
+# Exit code of a resume whose verified checkpoint DeepSpeed cannot load (not a configuration error).
+EXIT_LOAD_FAILED = 4
 
 
 @dataclass
@@ -47,9 +49,9 @@ class TrainerConfig:
     offload_params: bool = False  # ZeRO-3 parameter offload to the CPU
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     attn_implementation: str = (
-        "auto"  # auto (engine.resolve_attention) | flash_attention_2 | flex_attention | sdpa | eager
+        "auto"  # auto (attention.resolve_implementation) | flash_attention_2 | flex_attention | sdpa | eager
     )
-    attention: str = "causal"  # causal (whole window, the paper) | document | anchor (AnchorAttention)
+    attention: str = "causal"  # causal (whole window, the paper) | document | anchor (AnchorAttention): dprope.train.attention
     rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back)
     gradient_checkpointing: bool = True  # recompute activations in backward (needed at 8k/16k)
     kernels: str = (
@@ -169,7 +171,7 @@ class RunConfig:
     logger: LoggerConfig
 
     def __post_init__(self) -> None:
-        if self.trainer.attention != "causal" and not self.data.add_bos:
+        if ATTENTION_MODES[self.trainer.attention].needs_bos and not self.data.add_bos:
             raise ConfigError(
                 "data.add_bos",
                 f"trainer.attention={self.trainer.attention} needs documents packed with a BOS token "

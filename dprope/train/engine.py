@@ -1,10 +1,12 @@
-"""The one place that knows about DeepSpeed: process group, ZeRO config, model wrapping (DeepSpeed's
-long-sequence parts are applied here, from `dprope.train.long_context`).
+"""The one place that knows about DeepSpeed: process group, ZeRO config, model wrapping.
 
-Model code stays single-device; `build_engine` loads (or randomly initialises) the HF model with
-the RoPE strategy already in its config, wraps it with `deepspeed.initialize`, and then puts the
-strategy's float32 frequencies back into every rotary module (a bf16 cast of module buffers must
-never reach the angles: method-notes section 8).
+Model code stays single-device; `materialise` builds what a training plan (`dprope.train.plan`)
+says: it loads (or randomly initialises) the HF model with the RoPE strategy already in its
+config, applies the plan's model transforms of the phase before the wrap
+(`dprope.train.transforms`), wraps the model with `deepspeed.initialize`, applies those after the
+wrap (among them the strategy's float32 frequencies put back into every rotary module: a bf16
+cast of module buffers must never reach the angles, docs/method-notes.md, section 8), logs the
+transforms in one line and builds the plan's kind of micro-step (`dprope.train.micro_step`).
 """
 
 from __future__ import annotations
@@ -16,23 +18,20 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dprope.config import ConfigError, first_line, local_path
-from dprope.model import ModelConfig, apply_rope, flash_attn_available
+from dprope.model import ModelConfig, apply_rope
 from dprope.rope.registry import RopeConfig
-from dprope.rope.rotation import apply_rope_precision
 from dprope.rope.strategies import RopeScaling
 from dprope.train.config import TrainerConfig
-from dprope.train.liger import apply_kernels
-from dprope.train.long_context import (
-    LongContext,
-    apply_tiled_mlp,
-    capture_final_hidden,
-    register_sequence_parallel,
-)
+
+if TYPE_CHECKING:
+    from dprope.train.micro_step import MicroStep
+    from dprope.train.plan import TrainingPlan
+    from dprope.train.transforms import ModelParts
 
 log = logging.getLogger(__name__)
 
@@ -116,41 +115,6 @@ def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     )
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return Runtime(int(os.environ["RANK"]), local_rank, int(os.environ["WORLD_SIZE"]), device)
-
-
-def resolve_precision(trainer: TrainerConfig) -> str:
-    """bf16 or fp32; bf16 without a GPU is refused (CPU training runs in fp32)."""
-    if trainer.precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "fp32"
-    if trainer.precision == "bf16" and not torch.cuda.is_available():
-        raise ConfigError("trainer.precision", "bf16 needs a CUDA GPU; use fp32 (or auto) on CPU")
-    return trainer.precision
-
-
-def resolve_attention(trainer: TrainerConfig) -> str:
-    """flash_attention_2 when flash-attn imports (and a GPU is present); else, for document and
-    anchor attention on a GPU, FlexAttention (its block mask skips the masked blocks, where SDPA
-    would read a dense mask); else PyTorch SDPA."""
-    if trainer.attn_implementation != "auto":
-        if trainer.attn_implementation == "flash_attention_2" and not flash_attn_available():
-            raise ConfigError(
-                "trainer.attn_implementation", "flash_attention_2 needs flash-attn and a CUDA GPU"
-            )
-        return trainer.attn_implementation
-    if flash_attn_available():
-        return "flash_attention_2"
-    if trainer.attention != "causal" and torch.cuda.is_available():
-        return "flex_attention"
-    return "sdpa"
-
-
-def check_grad_accum_dtype(trainer: TrainerConfig, precision: str) -> None:
-    """DeepSpeed accumulates bf16 gradients in float32 only inside a ZeRO optimizer (stage >= 1)."""
-    if precision == "bf16" and trainer.grad_accum_dtype == "fp32" and trainer.zero_stage == 0:
-        raise ConfigError(
-            "trainer.grad_accum_dtype",
-            "fp32 accumulation of bf16 gradients needs zero_stage >= 1 (or use bf16)",
-        )
 
 
 def deepspeed_config(
@@ -262,73 +226,44 @@ def build_model(model: ModelConfig, hf_config: Any, precision: str, attention: s
     )
 
 
-def rotary_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """Every module holding rotary frequencies (`inv_freq`)."""
-    return [m for m in module.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
+@dataclass
+class Materialised:
+    """What `materialise` built from a plan."""
+
+    engine: Any  # deepspeed.DeepSpeedEngine, in training mode
+    ds_config: dict[str, Any]
+    parts: ModelParts  # what the model transforms handed on (SP group, captured hidden states)
+    micro_step: MicroStep  # forward and backward of one micro-batch on this engine
+    applied: list[str]  # what each model transform did, in order
 
 
-def restore_rotary_frequencies(module: torch.nn.Module, scaling: RopeScaling) -> int:
-    """Put the strategy's float32 frequencies back into every rotary module; returns how many."""
-    modules = rotary_modules(module)
-    for rotary in modules:
-        inv_freq = scaling.inv_freq.to(device=rotary.inv_freq.device, dtype=torch.float32)
-        rotary.register_buffer("inv_freq", inv_freq.clone(), persistent=False)
-        if hasattr(rotary, "original_inv_freq"):
-            rotary.original_inv_freq = inv_freq.clone()
-    return len(modules)
-
-
-def build_engine(
-    model_cfg: ModelConfig,
-    hf_config: Any,
-    scaling: RopeScaling,
-    trainer: TrainerConfig,
-    runtime: Runtime,
-    precision: str,
-    attention: str,
-    kernels: str = "none",
-    plan: LongContext | None = None,
-    load_universal: bool = False,
-):
-    """Load the model from ``hf_config`` (the strategy already applied, see `model_hf_config`),
-    apply the resolved ``kernels`` (`dprope.train.liger`) and wrap it in a DeepSpeed engine in
-    training mode. Returns ``(engine, ds_config)``.
-
-    With a `LongContext` plan, DeepSpeed's ALST parts go in before the wrap: Ulysses attention and
-    its process groups (``plan.group``), tiled MLPs, the capture of the final hidden states for the
-    tiled logits-loss. ``load_universal``: the resume loads a universal checkpoint."""
+def materialise(plan: TrainingPlan, runtime: Runtime, load_universal: bool = False) -> Materialised:
+    """Build the model of ``plan``, apply its transforms around the DeepSpeed wrap, log them in one
+    line and build its micro-step. ``load_universal``: the resume loads a universal checkpoint."""
     import deepspeed
 
-    ds_config = deepspeed_config(trainer, runtime.world_size, precision, load_universal)
+    from dprope.train.transforms import AFTER_WRAP, BEFORE_WRAP, ModelParts, apply_transforms
+
+    if runtime.world_size != plan.world_size:
+        raise ValueError(
+            f"the plan is for world size {plan.world_size}, this process group has {runtime.world_size}"
+        )
+    ds_config = plan.deepspeed_config(load_universal)
     keep_alive = None
-    if trainer.zero_stage == 3 and model_cfg.pretrained is not None:
+    if plan.trainer.zero_stage == 3 and plan.model.pretrained is not None:
         # partitioned loading: each rank materialises only its shard of the checkpoint
         from transformers.integrations import HfDeepSpeedConfig
 
         keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must live while the model loads)
-    model = build_model(model_cfg, hf_config, precision, attention, trainer.seed)
-    patched = apply_rope_precision(model, trainer.rope_precision)  # before the wrap (dprope.rope.rotation)
-    log.info("rotary rotation precision: %s (%d module(s) patched)", trainer.rope_precision, patched)
-    if trainer.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    apply_kernels(model, kernels, trainer.zero_stage)
-    mpu = None
-    if plan is not None:
-        mpu = register_sequence_parallel(model, trainer, attention)
-        if mpu is not None:
-            plan.group = mpu.get_sequence_parallel_group()
-        if plan.tiled:
-            log.info("tiled MLP in %d module(s)", apply_tiled_mlp(model, trainer))
+    model = build_model(plan.model, plan.hf_config, plan.precision, plan.implementation, plan.trainer.seed)
+    parts = ModelParts()
+    applied = apply_transforms(model, plan.transforms, BEFORE_WRAP, parts)
     engine, *_ = deepspeed.initialize(
-        model=model, model_parameters=model.parameters(), config=ds_config, mpu=mpu
+        model=model, model_parameters=model.parameters(), config=ds_config, mpu=parts.mpu
     )
     engine.train()  # from_pretrained returns the model in eval mode: dropout must be on in training
-    if plan is not None and plan.tiled:
-        # after the wrap: ZeRO-3's own hooks come first, so the captured output is the one whose
-        # backward gathers the norm's partitioned weight again
-        capture_final_hidden(engine.module, plan)
-    restored = restore_rotary_frequencies(engine.module, scaling)
-    log.info("rotary frequencies restored in float32 in %d module(s)", restored)
+    applied += ["DeepSpeed wrap", *apply_transforms(engine.module, plan.transforms, AFTER_WRAP, parts)]
+    log.info("model transforms: %s", " -> ".join(applied))
     del keep_alive
-    return engine, ds_config
+    micro_step = plan.micro_step.build(engine, runtime.device, plan, parts)
+    return Materialised(engine, ds_config, parts, micro_step, applied)

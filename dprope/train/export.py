@@ -1,4 +1,4 @@
-"""Export the trained model as a plain Hugging Face directory (method-notes section 5).
+"""Export the trained model as a plain Hugging Face directory (docs/method-notes.md, section 5).
 
 ``<output_dir>/hf`` holds safetensors weights, a config whose native ``rope_parameters`` carry
 the strategy (no custom code, no trust_remote_code), the tokenizer, and ``dprope.json``

@@ -1,4 +1,5 @@
-"""Fused training kernels (`trainer.kernels`), applied to the HF model before DeepSpeed wraps it.
+"""Fused training kernels (`trainer.kernels`): Liger-Kernel, a model transform applied before
+DeepSpeed wraps the model (`dprope.train.transforms`).
 
 `liger` applies Liger-Kernel (Hsu et al., 2024) to the model instance: the fused linear
 cross-entropy computes the loss chunk by chunk from the last hidden states and `lm_head`, so the
@@ -9,7 +10,7 @@ are fused Triton kernels.
 Liger's RoPE kernel is not applied: it rotates q and k in the dtype of the cos/sin it is handed
 (bf16 under bf16 training), in a Triton kernel whose agreement with HF's rotation is not checked
 here. HF's rotation stays, with angles computed in float32 from the strategy's frequencies
-(method-notes section 8); the GPU tests check those frequencies after the kernels are applied.
+(docs/method-notes.md, section 8); the GPU tests check those frequencies after the kernels are applied.
 """
 
 from __future__ import annotations
@@ -94,10 +95,9 @@ def _instance_only(model: torch.nn.Module):
             type(model).forward = saved_forward
 
 
-def apply_kernels(model: torch.nn.Module, kernels: str, zero_stage: int) -> None:
-    """Apply the resolved ``kernels`` to ``model`` (before `deepspeed.initialize`)."""
-    if kernels == "none":
-        return
+def apply_liger(model: torch.nn.Module, zero_stage: int) -> str:
+    """Apply Liger-Kernel to this ``model`` instance (before `deepspeed.initialize`); returns what
+    it applied, for the log."""
     import deepspeed
     from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
 
@@ -109,4 +109,4 @@ def apply_kernels(model: torch.nn.Module, kernels: str, zero_stage: int) -> None
         # gather it for its forward and backward
         head = model.get_output_embeddings()
         deepspeed.zero.register_external_parameter(model, head.weight)
-    log.info("kernels: liger (%s)", ", ".join(k for k, on in LIGER_OPTIONS.items() if on))
+    return f"liger ({', '.join(k for k, on in LIGER_OPTIONS.items() if on)})"

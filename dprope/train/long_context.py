@@ -19,36 +19,31 @@ this module only wires its parts into the trainer, it implements none of them:
 Rotary positions stay global: the adapter slices ``position_ids`` with the tokens, so the rank
 holding tokens [t, t + T/N) rotates them by positions t.., exactly as one GPU would.
 
-Loss: the SP group's loss is the token-weighted mean over the whole sequence, sum of the slices'
-cross-entropy sums / the group's count of labelled tokens. Each rank backpropagates N times its own
-term, which is what DeepSpeed's recipe (a differentiable all-gather of the terms, summed on every
-rank) sends back to it; ZeRO-3 then divides the gradients by the whole world size and the result
-is the single-GPU gradient (tested: `tests/train/test_long_context.py`).
+The model transforms that apply these parts are in `dprope.train.transforms`, the micro-steps that
+use them (the SP group's loss, the tiled loss) in `dprope.train.micro_step`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from dprope.config import ConfigError
+from dprope.instance_patch import override_globals
+from dprope.train.attention import ATTENTION_MODES
 from dprope.train.config import TrainerConfig
 
 IGNORE_INDEX = -100
-# attention modes (`trainer.attention`) DeepSpeed's Ulysses attention can run: it drops every 4D mask
-SEQUENCE_PARALLEL_ATTENTION = ("causal",)
 LOGITS_TILE_BYTES = 2**30  # automatic logits tiles hold at most this much float32
 
 
-def check_long_context(trainer: TrainerConfig, hf_config: Any, max_length: int, attention: str) -> None:
-    """Every sequence-parallel requirement that needs no model (heads, length, attention): one-line
-    errors naming the field, before anything loads."""
+def check_long_context(trainer: TrainerConfig, hf_config: Any, max_length: int, implementation: str) -> None:
+    """Every sequence-parallel requirement that needs no model (heads, length, attention kernel
+    and mode): one-line errors naming the field, before anything loads."""
     size = trainer.sequence_parallel_size
     if size == 1:
         return
@@ -68,66 +63,58 @@ def check_long_context(trainer: TrainerConfig, hf_config: Any, max_length: int, 
         raise ConfigError(
             "trainer.sequence_parallel_size", f"{size} does not divide the sequence length {max_length}"
         )
-    if attention == "eager":
+    if implementation == "eager":
         raise ConfigError(
             "trainer.attn_implementation",
             "eager cannot run with sequence parallelism; use sdpa or flash_attention_2",
         )
-    mode = getattr(trainer, "attention", "causal")  # the attention mode, where the trainer has one
-    if mode not in SEQUENCE_PARALLEL_ATTENTION:
+    if not ATTENTION_MODES[trainer.attention].sequence_parallel:
         raise ConfigError(
             "trainer.attention",
-            f"{mode} attention cannot run with sequence_parallel_size > 1: DeepSpeed's Ulysses attention "
+            f"{trainer.attention} attention cannot run with sequence_parallel_size > 1: DeepSpeed's Ulysses attention "
             "is causal only (it drops document masks)",
         )
 
 
-@dataclass
-class LongContext:
-    """What the forward/backward of a micro-step needs to know about SP and tiling."""
+def register_sequence_parallel(model: torch.nn.Module, implementation: str, size: int, micro_batch_size: int):
+    """Route this model instance's attention through DeepSpeed's Ulysses attention and build the SP
+    groups; returns DeepSpeed's ``mpu`` (for `deepspeed.initialize`) and the number of attention
+    modules routed.
 
-    sequence_parallel_size: int = 1
-    group: Any = None  # the SP process group (None: no SP)
-    tiled: bool = False
-    shards: int | None = None  # tiles per sequence shard; None = automatic
-    offload: bool = False
-    final_hidden: list = field(default_factory=list)  # the final norm's output, captured per forward
-
-    @classmethod
-    def from_trainer(cls, trainer: TrainerConfig) -> LongContext:
-        return cls(
-            sequence_parallel_size=trainer.sequence_parallel_size,
-            tiled=trainer.tiled_compute,
-            shards=trainer.tiled_shards,
-            offload=trainer.offload_activations,
-        )
-
-    @property
-    def plain(self) -> bool:
-        """Neither SP nor tiling: the model's own loss, as without this module."""
-        return self.sequence_parallel_size == 1 and not self.tiled
-
-
-def register_sequence_parallel(model, trainer: TrainerConfig, attention: str):
-    """Route the model's attention through Ulysses and build the SP groups; returns DeepSpeed's
-    ``mpu`` (None without SP). Must run before `deepspeed.initialize`, which takes the ``mpu``."""
-    if trainer.sequence_parallel_size == 1:
-        return None
+    DeepSpeed's `UlyssesSPAttentionHF.register_with_transformers` puts its wrapper in place of
+    ``implementation`` in transformers' process-wide ``ALL_ATTENTION_FUNCTIONS`` (so that every
+    check of ``config._attn_implementation`` inside transformers still sees the real kernel). Here
+    the process-wide registry gets its own entry back at once, and only this model's attention
+    modules look the wrapper up, through their own copy of ``ALL_ATTENTION_FUNCTIONS``
+    (`dprope.instance_patch`): a model built later in the process attends as transformers does.
+    """
     from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
-    return UlyssesSPAttentionHF.register_with_transformers(
+    previous = ALL_ATTENTION_FUNCTIONS[implementation]
+    mpu = UlyssesSPAttentionHF.register_with_transformers(
         model_name_or_path=model,
-        core_attn_implementation=attention,
-        sequence_parallel_size=trainer.sequence_parallel_size,
-        micro_batch_size=trainer.micro_batch_size,
+        core_attn_implementation=implementation,
+        sequence_parallel_size=size,
+        micro_batch_size=micro_batch_size,
         seq_length_is_variable=True,  # the length benchmark changes it between runs
     )
+    ulysses = ALL_ATTENTION_FUNCTIONS[implementation]
+    del ALL_ATTENTION_FUNCTIONS[implementation]  # DeepSpeed's process-wide entry
+    if ALL_ATTENTION_FUNCTIONS[implementation] is not previous:  # an entry of someone else's, before it
+        ALL_ATTENTION_FUNCTIONS[implementation] = previous
+    own = AttentionInterface()  # the transformers registry, with the wrapper for this model only
+    own[implementation] = ulysses
+    routed = sum(override_globals(m, {"ALL_ATTENTION_FUNCTIONS": own}) for m in model.modules())
+    if not routed:
+        raise ValueError(f"{type(model).__name__}: no attention module reads ALL_ATTENTION_FUNCTIONS")
+    return mpu, routed
 
 
-def mlp_shards(trainer: TrainerConfig, seq_len: int, hidden_size: int) -> int:
+def mlp_shards(shards: int | None, seq_len: int, hidden_size: int) -> int:
     """Tiles of the MLP input: configured, else tiles of ``hidden_size`` tokens (ALST's rule).
     A function of shapes only, so every rank agrees without a collective."""
-    return trainer.tiled_shards or max(1, math.ceil(seq_len / hidden_size))
+    return shards or max(1, math.ceil(seq_len / hidden_size))
 
 
 def logits_shards(shards: int | None, tokens: int, vocab_size: int) -> int:
@@ -139,7 +126,7 @@ def _mlp_body(mlp, x):
     return mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
 
 
-def apply_tiled_mlp(model: torch.nn.Module, trainer: TrainerConfig) -> int:
+def apply_tiled_mlp(model: torch.nn.Module, shards: int | None) -> int:
     """Replace the forward of every gated MLP (Llama family) of this model instance by DeepSpeed's
     `TiledMLP`; returns how many."""
     from deepspeed.runtime.sequence_parallel.ulysses_sp import TiledMLP
@@ -151,21 +138,22 @@ def apply_tiled_mlp(model: torch.nn.Module, trainer: TrainerConfig) -> int:
             continue
 
         def tiled_forward(x, mlp=module):
-            shards = mlp_shards(trainer, x.shape[-2], hidden_size)
+            tiles = mlp_shards(shards, x.shape[-2], hidden_size)
             params = [p for p in mlp.parameters() if p.requires_grad]
-            return TiledMLP.apply(_mlp_body, mlp, x, shards, params)
+            return TiledMLP.apply(_mlp_body, mlp, x, tiles, params)
 
         module.forward = tiled_forward
         patched += 1
     return patched
 
 
-def capture_final_hidden(model: torch.nn.Module, plan: LongContext) -> None:
-    """Keep the final norm's output (what ``lm_head`` reads) for the tiled logits-loss."""
+def capture_final_hidden(model: torch.nn.Module, sink: list) -> None:
+    """Append the final norm's output (what ``lm_head`` reads) to ``sink`` at every forward, for
+    the tiled logits-loss."""
     norm = model.get_decoder().norm
 
     def keep(_module, _inputs, output):
-        plan.final_hidden.append(output)
+        sink.append(output)
 
     norm.register_forward_hook(keep)
 
@@ -193,104 +181,25 @@ class _WholeSequenceTensors:
         return ({k: v for k, v in batch.items() if k not in self.DROPPED} for batch in batches)
 
 
-def sp_loader(loader, runtime, plan: LongContext):
-    """DeepSpeed's adapter: this rank's slice of each of its group's micro-batches, in turn."""
-    if plan.sequence_parallel_size == 1:
+def sp_loader(loader, device: torch.device, group: Any, size: int):
+    """DeepSpeed's adapter: this rank's slice of each of its SP group's micro-batches, in turn
+    (the loader itself without sequence parallelism, ``size`` 1)."""
+    if size == 1:
         return loader
     from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPDataLoaderAdapter
 
     return UlyssesSPDataLoaderAdapter(
         _WholeSequenceTensors(loader),
-        sp_rank=dist.get_rank(group=plan.group),
-        sp_group=plan.group,
-        sp_world_size=plan.sequence_parallel_size,
-        device=runtime.device,
+        sp_rank=dist.get_rank(group=group),
+        sp_group=group,
+        sp_world_size=size,
+        device=device,
     )
 
 
-def forward_backward(
-    engine,
-    batch: dict[str, Any],
-    device,
-    plan: LongContext,
-    inputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> torch.Tensor:
-    """Forward and backward of one micro-batch; returns its loss value (detached, on device).
-
-    ``inputs`` turns the plain path's batch into the forward's arguments (the trainer passes
-    `dprope.train.attention.model_inputs` with its attention mode: varlen segments, document
-    masks; None = plain causal rows). Without SP or tiling this is the model's own mean loss.
-    Otherwise the value is the SP group's token-weighted mean, and this rank backpropagates N x
-    its own share of it (module doc).
-    """
-    with offload_context(plan):
-        if plan.plain:  # the collate's varlen segments included (`dprope.train.attention`)
-            if inputs is None:
-                from dprope.train.attention import model_inputs
-
-                arguments = model_inputs(batch, "sdpa", device)  # causal rows, no document mask
-            else:
-                arguments = inputs(batch)
-            loss = engine(**arguments).loss
-            engine.backward(loss)
-            return loss.detach()
-        input_ids = batch["input_ids"].to(device)
-        position_ids = batch["position_ids"].to(device)
-        targets = batch["shift_labels"] if "shift_labels" in batch else shift_labels(batch["labels"])
-        targets = targets.to(device).contiguous()  # (batch, local seq); the adapter hands out slices
-        count = (targets != IGNORE_INDEX).sum()
-        if plan.group is not None:
-            dist.all_reduce(count, group=plan.group)  # labelled tokens of the whole sequences
-        count = count.clamp(min=1)
-        if plan.tiled:
-            share = _tiled_forward_backward(engine, input_ids, position_ids, targets, count, plan)
-        else:
-            share = engine(
-                input_ids=input_ids,
-                position_ids=position_ids,
-                labels=targets,
-                shift_labels=targets,
-                num_items_in_batch=count,  # HF's loss then returns this slice's sum / the group's count
-            ).loss
-            engine.backward(share * plan.sequence_parallel_size)
-            share = share.detach()
-    if plan.group is not None:
-        dist.all_reduce(share, group=plan.group)
-    return share
-
-
-def _tiled_forward_backward(engine, input_ids, position_ids, targets, count, plan: LongContext):
-    """This rank's share of the loss via `TiledFusedLogitsLoss`, the logits never whole.
-
-    The library runs each tile's backward inside its forward (weight gradients included) and only
-    rescales the input's gradient by what reaches its output later, so its output must be the
-    final contribution and receive a gradient of exactly 1: the tile function applies N, 1 / count
-    and 1 / accumulation itself, and DeepSpeed's own division by the accumulation is off here.
-    """
-    from deepspeed.runtime.sequence_parallel.ulysses_sp import TiledFusedLogitsLoss
-
-    model = engine.module
-    no_logits = torch.empty(0, dtype=torch.long, device=input_ids.device)  # lm_head runs on 0 tokens
-    plan.final_hidden.clear()
-    engine(input_ids=input_ids, position_ids=position_ids, logits_to_keep=no_logits)
-    hidden = plan.final_hidden.pop()  # (batch, local seq, hidden)
-    scale = plan.sequence_parallel_size / engine.gradient_accumulation_steps()
-
-    def tile_loss(lm_head, x, y):
-        logits = lm_head(x).float()  # (tile tokens, vocab)
-        total = torch.nn.functional.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
-        return total * scale / count
-
-    shards = logits_shards(plan.shards, targets.numel(), model.config.vocab_size)
-    params = [p for p in model.lm_head.parameters() if p.requires_grad]
-    loss = TiledFusedLogitsLoss.apply(tile_loss, model.lm_head, hidden, targets, None, shards, params, "sum")
-    engine.backward(loss, scale_wrt_gas=False)
-    return loss.detach() / scale
-
-
-def offload_context(plan: LongContext):
+def offload_context(offload: bool):
     """DeepSpeed's checkpoint-input offload around a forward and backward, or nothing."""
-    if not plan.offload:
+    if not offload:
         return contextlib.nullcontext()
     from deepspeed.runtime.activation_checkpointing.offload_activations import (
         get_checkpoint_hidden_states_offloading_ctx_manager,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dprope.data.segments import collate_documents, cu_seqlens, window_layout
+from dprope.data.segments import ANCHOR, DOCUMENT, collate_segments, cu_seqlens, window_layout
 
 BOS = 1
 
@@ -18,23 +18,23 @@ def item(length: int, max_length: int, starts: list[int]) -> dict:
 
 
 def test_document_positions_restart_at_every_document_and_at_a_continuation():
-    positions, segments, anchor = window_layout(torch.tensor([3, 7]), 10, 10, "document")
+    positions, segments, anchor = window_layout(torch.tensor([3, 7]), 10, 10, DOCUMENT)
     assert positions.tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 2]
     assert segments.tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
     assert not anchor
 
 
 def test_anchor_positions_run_on_with_every_bos_at_zero():
-    positions, segments, anchor = window_layout(torch.tensor([0, 4]), 8, 8, "anchor")
+    positions, segments, anchor = window_layout(torch.tensor([0, 4]), 8, 8, ANCHOR)
     assert positions.tolist() == [0, 1, 2, 3, 0, 5, 6, 7]
     assert segments.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     assert not anchor
-    _, _, anchor = window_layout(torch.tensor([4]), 8, 8, "anchor")
+    _, _, anchor = window_layout(torch.tensor([4]), 8, 8, ANCHOR)
     assert anchor  # the window begins inside a document
 
 
 def test_padding_is_a_segment_of_its_own():
-    positions, segments, _ = window_layout(torch.tensor([0, 3]), 6, 9, "anchor")
+    positions, segments, _ = window_layout(torch.tensor([0, 3]), 6, 9, ANCHOR)
     assert segments.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert positions.tolist()[:6] == [0, 1, 2, 0, 4, 5]
 
@@ -49,22 +49,22 @@ def test_cu_seqlens_cover_the_flattened_batch():
 
 def test_collate_puts_the_anchor_first_only_where_a_document_continues():
     batch = [item(8, 8, [3]), item(8, 8, [0, 5])]
-    out = collate_documents(batch, "anchor", BOS)
+    out = collate_segments(batch, ANCHOR, BOS)
     assert out["input_ids"][0, 0] == BOS and out["input_ids"][0, 1] == 11  # token 0 became the anchor
     assert torch.equal(out["input_ids"][1], batch[1]["input_ids"])
     assert out["position_ids"][0].tolist() == [0, 1, 2, 0, 4, 5, 6, 7]
     assert out["cu_seqlens"].tolist() == [0, 3, 8, 13, 16]
     assert out["max_length"] == 5
-    document = collate_documents(batch, "document", BOS)
+    document = collate_segments(batch, DOCUMENT, BOS)
     assert document["input_ids"][0, 0] == 10  # no anchor in document mode
 
 
 def test_padding_stays_out_of_the_loss():
-    out = collate_documents([item(5, 8, [0, 2])], "document", BOS)
+    out = collate_segments([item(5, 8, [0, 2])], DOCUMENT, BOS)
     assert out["labels"][0, 5:].tolist() == [-100] * 3
     assert out["segment_ids"][0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2]
 
 
 def test_anchor_needs_a_bos():
     with pytest.raises(ValueError, match="BOS"):
-        collate_documents([item(8, 8, [0])], "anchor", None)
+        collate_segments([item(8, 8, [0])], ANCHOR, None)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dprope.eval.longbench_tasks import TASKS as LONGBENCH_TASKS
+from dprope.eval.benchmarks.longbench_e.tasks import TASKS as LONGBENCH_TASKS
 
 TINY_MAX_POSITIONS = 1024
 

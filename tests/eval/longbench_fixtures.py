@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dprope.eval.longbench_tasks import TASKS, official_name
+from dprope.eval.benchmarks.longbench_e.tasks import TASKS, official_name
 
 LENGTHS = (1000, 3000, 5000, 9000)  # two samples in 0-4k, one in 4-8k, one in 8k+
 TREC_CLASSES = ["Art", "Arts", "Arts and crafts", "Location", "Human", "Human being", "Entity"]

@@ -105,6 +105,18 @@ def weightless_dir(tmp_path_factory, tiny_model_dir):
             "eval.longbench_e.data_dir: {bad}/trec_e.jsonl:1: missing field 'answers'",
         ),
         (["model.pretrained={model}", "+eval.passkey.trails=3"], "eval.passkey.trails: unknown key"),
+        (
+            [
+                "model.pretrained={model}",
+                "eval=longbench_v2",
+                "eval.longbench_v2.data_file=/no/such/data.json",
+            ],
+            "eval.longbench_v2.data_file: no file at /no/such/data.json (expected the official data.json",
+        ),
+        (
+            ["model.pretrained={model}", "eval=babilong", "eval.babilong.data_dir={bad}"],
+            "eval.babilong.data_dir: no qa1 data at 0k: expected {bad}/0k/qa1-00000-of-00001.parquet",
+        ),
     ],
     ids=[
         "missing-model",
@@ -114,6 +126,8 @@ def weightless_dir(tmp_path_factory, tiny_model_dir):
         "beyond-max-position",
         "malformed-data",
         "typo",
+        "longbench-v2-missing",
+        "babilong-missing",
     ],
 )
 def test_bad_input_is_one_line_naming_the_field(
@@ -126,4 +140,47 @@ def test_bad_input_is_one_line_naming_the_field(
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and lines[0].startswith(f"error: {message.format(**paths)}"), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+    assert "Loading weights" not in proc.stderr  # refused before the model loads
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_longbench_v2_and_babilong_run_end_to_end(tiny_model_dir, tmp_path):
+    """eval=all with the two lm-eval benchmarks over local files in the official formats, through
+    lm-eval's model around the tiny checkpoint: results, predictions and the official files."""
+    from tests.eval.long_fixtures import write_babilong, write_longbench_v2
+
+    data_file = write_longbench_v2(tmp_path / "data.json")
+    babilong = write_babilong(tmp_path / "babilong")
+    out = tmp_path / "run"
+    proc = run_cli(
+        out,
+        "eval=all",
+        "eval.tasks=[longbench_v2,babilong]",
+        "model=tiny",
+        f"model.pretrained={tiny_model_dir}",
+        "model.tokenizer=null",
+        f"eval.longbench_v2.data_file={data_file}",
+        "eval.longbench_v2.limit=2",
+        "eval.longbench_v2.max_new_tokens=4",
+        "eval.longbench_v2.bootstrap_iters=0",
+        f"eval.babilong.data_dir={babilong}",
+        "eval.babilong.tasks=[{name: babilong_qa1, num_fewshot: 2}]",
+        "eval.babilong.limit=1",
+        "eval.babilong.bootstrap_iters=0",
+        "eval.progress=false",
+        "eval.plots=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["benchmarks"]["longbench_v2"]["summary"]) == {
+        "overall",
+        "easy",
+        "hard",
+        "short",
+        "medium",
+        "long",
+    }
+    assert set(results["benchmarks"]["babilong"]["summary"]) == {"0k", "1k", "avg"}
+    assert (out / "longbench_v2" / "result.txt").read_text().startswith("Model\tOverall\tEasy\tHard")
+    assert len((out / "predictions" / "babilong.jsonl").read_text().splitlines()) == 2

@@ -76,6 +76,7 @@ def test_script_writes_markdown_json_and_one_plot_per_benchmark(runs, tmp_path):
     assert "| ours |" in proc.stdout
     assert {p.name for p in out.iterdir()} == {
         "comparison.md",
+        "comparison.csv",
         "comparison.json",
         "passkey.png",
         "longbench_e.png",
@@ -101,8 +102,7 @@ def test_same_model_name_twice_is_told_apart_by_directory(tmp_path):
 def test_wandb_offline_run_gets_scores_and_plots(tmp_path, monkeypatch):
     """logger=wandb without an API key: an offline run in the run directory, never a prompt."""
     from dprope.eval.common import BenchmarkResult
-    from dprope.eval.plots import plot_benchmark
-    from dprope.eval.report import flat_scores, log_to_wandb
+    from dprope.eval.report import flat_scores, log_to_wandb, write_figures
     from dprope.eval.suite import EvalReport
     from dprope.tracking import LoggerConfig
 
@@ -111,6 +111,52 @@ def test_wandb_offline_run_gets_scores_and_plots(tmp_path, monkeypatch):
     result = BenchmarkResult("perplexity", {"128": 12.5, "256": 11.0})
     report = EvalReport({"name": "tiny"}, {"tasks": ["perplexity"]}, {"perplexity": result})
     assert flat_scores(report) == {"perplexity/128": 12.5, "perplexity/256": 11.0}
-    figures = plot_benchmark(result, "tiny", tmp_path)
+    figures = write_figures(report, "tiny", tmp_path)
     log_to_wandb(LoggerConfig(kind="wandb", project="dprope-test"), tmp_path, report, figures)
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def full_run(path: Path, name: str, benchmarks: dict) -> Path:
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps({"model": {"name": name}, "benchmarks": benchmarks}))
+    return path
+
+
+def test_headline_table_has_every_benchmarks_number_and_empty_cells(tmp_path):
+    """One row per run; LongBench-E's and Open LLM's averages, RULER per length and its effective
+    length, passkey accuracy, perplexity per length; a benchmark a run lacks is an empty cell."""
+    ruler = {
+        "summary": {"4096": 91.0, "8192": 80.0, "avg": 85.5},
+        "details": {"aggregates": {"effective_length": 4096, "effective_length_label": "4096"}},
+    }
+    first = full_run(
+        tmp_path / "a",
+        "ours-16k",
+        {
+            "passkey": {"summary": {"1024": 100.0, "2048": 90.0, "avg": 95.0}, "details": {}},
+            "perplexity": {"summary": {"8192": 7.12345, "16384": 6.5}, "details": {}},
+            "longbench_e": {"summary": {"0-4k": 30.0, "avg": 29.5}, "details": {}},
+            "ruler": ruler,
+            "open_llm": {"summary": {"mmlu": 45.0, "avg": 50.25}, "details": {}},
+        },
+    )
+    second = full_run(  # an older results.json: RULER without aggregates, no other benchmark
+        tmp_path / "b", "pi-16k", {"ruler": {"summary": {"4096": 70.0, "avg": 70.0}, "details": {}}}
+    )
+    out = tmp_path / "out"
+    markdown, written = write_comparison([str(first), str(second)], out)
+    header = (
+        "| model | passkey | perplexity 8192 | perplexity 16384 | longbench_e | ruler 4096 | ruler 8192 "
+        "| ruler effective length | open_llm |"
+    )
+    assert header in markdown
+    assert "| ours-16k | 95.00 | 7.123 | 6.500 | 29.50 | 91.00 | 80.00 | 4096 | 50.25 |" in markdown
+    assert "| pi-16k |  |  |  |  | 70.00 |  |  |  |" in markdown
+    csv_text = (out / "comparison.csv").read_text()
+    assert csv_text.splitlines() == [
+        "model,passkey,perplexity 8192,perplexity 16384,longbench_e,ruler 4096,ruler 8192,ruler effective length,open_llm",
+        "ours-16k,95.0,7.12345,6.5,29.5,91.0,80.0,4096,50.25",
+        "pi-16k,,,,,70.0,,,",
+    ]
+    assert json.loads((out / "comparison.json").read_text())["headline"]["pi-16k"]["passkey"] is None
+    assert markdown.index("## Headline") < markdown.index("## Passkey retrieval")

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from dprope.eval.passkey import PasskeyConfig
-from dprope.eval.perplexity import PerplexityConfig
+from dprope.eval.benchmarks.passkey.config import PasskeyConfig
+from dprope.eval.benchmarks.perplexity.config import PerplexityConfig
 
 
 @pytest.mark.gpu

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from dprope.config import ConfigError
-from dprope.eval.common import EvalContext
-from dprope.eval.longbench import LongBenchConfig, middle_truncate, prepare_longbench, read_local
-from dprope.eval.longbench_metrics import (
+from dprope.eval.benchmarks.longbench_e.config import LongBenchConfig
+from dprope.eval.benchmarks.longbench_e.data import middle_truncate, prepare_longbench, read_local
+from dprope.eval.benchmarks.longbench_e.metrics import (
     classification,
     code_sim,
     count,
@@ -20,8 +20,9 @@ from dprope.eval.longbench_metrics import (
     rouge_l,
     score_sample,
 )
-from dprope.eval.longbench_scoring import bucket_scores, macro
-from dprope.eval.longbench_tasks import TASKS, length_bucket
+from dprope.eval.benchmarks.longbench_e.scoring import bucket_scores, macro
+from dprope.eval.benchmarks.longbench_e.tasks import TASKS, length_bucket
+from dprope.eval.common import EvalContext
 
 
 def test_thirteen_english_tasks_with_official_lengths_and_metrics():
@@ -161,6 +162,7 @@ def test_missing_file_and_unknown_dataset(tmp_path):
 def test_end_to_end_all_datasets_on_the_tiny_model_and_rescoring_gives_the_same(
     tiny_eval_model, longbench_dir, tmp_path
 ):
+    from dprope.eval.benchmarks import BENCHMARKS
     from dprope.eval.suite import EvalConfig, run_suite
 
     settings = EvalConfig(
@@ -180,6 +182,8 @@ def test_end_to_end_all_datasets_on_the_tiny_model_and_rescoring_gives_the_same(
         and "| **macro over datasets** |" in result.markdown
     )
     json.dumps(result.samples)
+    figures = BENCHMARKS["longbench_e"].plot(result, "tiny", tmp_path)
+    assert [p.name for p in figures] == ["longbench_e.png", "longbench_e_datasets.png"]
 
     # the official files written by the run, re-scored without a model: the same result
     for relative, text in result.files.items():
@@ -201,7 +205,7 @@ def test_end_to_end_all_datasets_on_the_tiny_model_and_rescoring_gives_the_same(
 
 
 def test_budget_reproduces_the_official_model2maxlen_table():
-    from dprope.eval.longbench import prompt_budget
+    from dprope.eval.benchmarks.longbench_e.data import prompt_budget
 
     # config/model2maxlen.json: llama2-7b-chat-4k 3500, xgen-7b-8k 7500, vicuna-v1.5-7b-16k 15500, longchat 32k 31500
     table = {4096: 3500, 8192: 7500, 16384: 15500, 32768: 31500}

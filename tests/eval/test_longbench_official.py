@@ -15,8 +15,8 @@ import json
 
 import pytest
 
-from dprope.eval.longbench import LongBenchConfig
-from dprope.eval.longbench_metrics import (
+from dprope.eval.benchmarks.longbench_e.config import LongBenchConfig
+from dprope.eval.benchmarks.longbench_e.metrics import (
     classification,
     classification_fixed,
     code_sim,
@@ -25,8 +25,8 @@ from dprope.eval.longbench_metrics import (
     retrieval,
     rouge_l,
 )
-from dprope.eval.longbench_scoring import read_predictions
-from dprope.eval.longbench_tasks import TASKS
+from dprope.eval.benchmarks.longbench_e.scoring import read_predictions
+from dprope.eval.benchmarks.longbench_e.tasks import TASKS
 from dprope.eval.suite import EvalConfig, run_suite
 from dprope.model import ModelConfig
 from tests.eval.longbench_fixtures import TREC_CLASSES, write_predictions
@@ -93,7 +93,7 @@ def test_code_sim_equals_the_official_function(pred, ref, expected):
 def test_code_sim_uses_difflib_as_the_official_install():
     import difflib
 
-    from dprope.eval.longbench_metrics import _fuzz
+    from dprope.eval.benchmarks.longbench_e.metrics import _fuzz
 
     assert _fuzz().SequenceMatcher is difflib.SequenceMatcher  # python-Levenshtein would change scores
 

@@ -12,16 +12,10 @@ import pytest
 import torch
 
 from dprope.config import ConfigError
+from dprope.eval.benchmarks.perplexity.config import PerplexityConfig
+from dprope.eval.benchmarks.perplexity.data import default_lengths, prepare_perplexity
+from dprope.eval.benchmarks.perplexity.windows import document_nll, document_windows, perplexity, plan_windows
 from dprope.eval.common import EvalContext
-from dprope.eval.perplexity import (
-    PerplexityConfig,
-    default_lengths,
-    document_nll,
-    document_windows,
-    perplexity,
-    plan_windows,
-    prepare_perplexity,
-)
 
 
 class BigramStub(torch.nn.Module):
@@ -56,14 +50,14 @@ def test_hand_computed_value_for_any_window_and_batch():
     # 0->1, 1->2, 2->3 hit, 3->5 miss, 5->6 hit: PPL = exp((4 ln 2 + ln 18) / 5) = 288 ** (1/5)
     doc = [0, 1, 2, 3, 5, 6]
     for window, stride, batch in [(6, 5, 1), (3, 1, 1), (3, 1, 4), (4, 2, 2)]:
-        score = perplexity(BigramStub(), [doc], window, stride, batch)
+        score = perplexity(BigramStub(), [doc], window, stride, batch, bos=None, aggregate="token")
         assert score.tokens == 5
         assert score.perplexity == pytest.approx(288 ** (1 / 5), rel=1e-6)
 
 
 def test_uniform_model_has_perplexity_vocab_size_token_weighted():
     docs = [[k % 10 for k in range(50)], list(range(7))]
-    score = perplexity(BigramStub(vocab=10, boost=0.0), docs, 16, 4)
+    score = perplexity(BigramStub(vocab=10, boost=0.0), docs, 16, 4, bos=None, aggregate="token")
     assert score.perplexity == pytest.approx(10.0)
     assert score.tokens == 49 + 6 and score.documents == 2
 
@@ -103,6 +97,19 @@ def test_short_documents_are_skipped_and_lengths_checked():
         prepare_perplexity(cfg, [list(range(10))], EvalContext(max_positions=256))
     with pytest.raises(ConfigError, match="eval.perplexity.lengths: 128 exceeds"):
         prepare_perplexity(cfg, [list(range(200))], EvalContext(max_positions=100))
+
+
+def test_function_defaults_are_the_config_defaults():
+    """`perplexity()` called with its defaults computes what `eval.perplexity` does by default:
+    mean over windows, sliding windows; the BOS (the config puts one before every window) has no
+    default, so a caller says which convention it uses."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(perplexity).parameters.items()}
+    cfg = PerplexityConfig()
+    assert defaults["aggregate"] == cfg.aggregate == "window"
+    assert defaults["truncate"] is (cfg.mode == "truncate") is False
+    assert defaults["bos"] is inspect.Parameter.empty and cfg.bos_every_window
 
 
 @pytest.mark.parametrize(

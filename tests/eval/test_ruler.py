@@ -1,6 +1,7 @@
 """RULER: the 13 tasks' prompts against the official generator's fixed parts, length fitting,
 the per-task metrics on hand-checked strings, oracle and wrong predictions through the scoring
-path, input files, and a tiny end-to-end run."""
+path, input files, and an end-to-end run on the tiny model whose answers are controlled, so that
+the score grid is known."""
 
 from __future__ import annotations
 
@@ -11,19 +12,18 @@ import re
 import pytest
 
 from dprope.config import ConfigError
-from dprope.eval.common import EvalContext
-from dprope.eval.ruler import RulerConfig, prepare_ruler, score_ruler
-from dprope.eval.ruler_data import english_words, key_parts, split_sentences
-from dprope.eval.ruler_tasks import (
-    NOISE,
-    TASKS,
+from dprope.eval.benchmarks.ruler.config import RulerConfig
+from dprope.eval.benchmarks.ruler.data import prepare_ruler
+from dprope.eval.benchmarks.ruler.scoring import (
     clean_prediction,
-    largest_fitting,
-    listed,
     score,
+    score_ruler,
     string_match_all,
     string_match_part,
 )
+from dprope.eval.benchmarks.ruler.sources import english_words, key_parts, split_sentences
+from dprope.eval.benchmarks.ruler.tasks import NOISE, TASKS, largest_fitting, listed
+from dprope.eval.common import EvalContext
 
 LENGTH = 3000  # below 4096: RULER's short-length variants (CWE frequencies, steps of 5)
 CTX = EvalContext(max_positions=16384, progress=False)
@@ -400,17 +400,61 @@ def test_helpers():
     ]
 
 
-def test_end_to_end_on_the_tiny_model(files, tiny_eval_model):
+def test_end_to_end_scores_the_known_answers(files, tiny_eval_model, byte_tokenizer, tmp_path):
+    """Through run_suite with a generation backend that knows each prompt's answers: at the first
+    length every task but vt is answered (100), at the second only the first sample of each task
+    and length (50, the other empty); vt always gets a wrong answer (0)."""
+    from dprope.eval.backends import Backends
+    from dprope.eval.benchmarks import BENCHMARKS
     from dprope.eval.suite import EvalConfig, run_suite
 
-    ruler = config(files, lengths=[2200], num_samples=1, max_new_tokens=4)
+    lengths = [2200, 2600]
+    ruler = config(files, lengths=lengths, num_samples=2)
+    # the same samples the run draws (same config, tokenizer and seed), to look answers up by prompt
+    expected = prepare_ruler(ruler, byte_tokenizer, EvalContext(1024, allow_beyond_max_position=True))
+    index = {tuple(s.input_ids): (s, n % 2) for n, s in enumerate(expected.samples)}
+    assert len(index) == len(expected.samples) == 13 * 2 * 2
+    calls = []
+
+    def answers(model, tokenizer, prompts, max_new_tokens, **kwargs):
+        cells = {(index[tuple(p)][0].task, index[tuple(p)][0].length) for p in prompts}
+        calls.append((cells, max_new_tokens))
+        out = []
+        for prompt in prompts:
+            sample, second = index[tuple(prompt)]
+            oracle = sample.answers[0] if sample.task in ("qa_1", "qa_2") else ", ".join(sample.answers)
+            if sample.task == "vt":
+                out.append("I do not know.")
+            elif sample.length == lengths[1] and second:
+                out.append(" \x00\n ")  # empty once RULER's clean-up has run: a null
+            else:
+                out.append(f" {oracle}\x07 and nothing else")  # RULER's clean-up keeps the match
+        return out
+
     settings = EvalConfig(
         tasks=["ruler"], batch_size=4, progress=False, allow_beyond_max_position=True, ruler=ruler
     )
-    result = run_suite(tiny_eval_model, settings).benchmarks["ruler"]
-    assert list(result.summary) == ["2200", "avg"] and set(result.details["scores"]) == set(TASKS)
-    assert len(result.samples) == len(TASKS)
-    assert all(0.0 <= r["score"] <= 1.0 and r["prompt_tokens"] <= 2200 - 4 for r in result.samples)
+    result = run_suite(tiny_eval_model, settings, backends=Backends(generate=answers)).benchmarks["ruler"]
+    # one call per task and length, each with the task's own generation length
+    assert [(cells, new) for cells, new in calls] == [
+        ({(t, n)}, TASKS[t].max_new_tokens) for t in TASKS for n in lengths
+    ]
+    scores = {t: {"2200": 100.0, "2600": 50.0} for t in TASKS} | {"vt": {"2200": 0.0, "2600": 0.0}}
+    assert result.details["scores"] == scores
+    assert result.summary == pytest.approx({"2200": 1200 / 13, "2600": 600 / 13, "avg": 900 / 13})
+    aggregates = result.details["aggregates"]  # 92.3 passes RULER's 85.6, 46.2 does not
+    assert (aggregates["effective_length"], aggregates["effective_length_label"]) == (2200, "2200")
+    assert aggregates["wavg_inc"] == pytest.approx((1200 / 13 + 2 * 600 / 13) / 3)
+    assert aggregates["wavg_dec"] == pytest.approx((2 * 1200 / 13 + 600 / 13) / 3)
+    nulls = {t: {"2200": "0/2", "2600": "1/2"} for t in TASKS} | {"vt": {"2200": "0/2", "2600": "0/2"}}
+    assert result.details["nulls"] == nulls
+    assert len(result.samples) == 52
+    assert all(r["prompt_tokens"] <= r["length"] - TASKS[r["task"]].max_new_tokens for r in result.samples)
+    assert (
+        f"| **mean over 13 tasks** | {1200 / 13:.2f} | {600 / 13:.2f} | {900 / 13:.2f} |" in result.markdown
+    )
+    figures = BENCHMARKS["ruler"].plot(result, "tiny", tmp_path)
+    assert [p.name for p in figures] == ["ruler.png", "ruler_tasks.png"]
 
 
 def test_essay_haystack_from_a_data_preset(byte_tokenizer):
@@ -452,7 +496,7 @@ def test_haystack_sizes_equal_the_official_generators(prepared, byte_tokenizer, 
 
 
 def test_cwe_refuses_a_length_its_word_list_cannot_fill(byte_tokenizer, monkeypatch):
-    import dprope.eval.ruler_tasks as ruler_tasks
+    import dprope.eval.benchmarks.ruler.tasks as ruler_tasks
 
     monkeypatch.setattr(ruler_tasks, "english_words", lambda: english_words()[:60])  # a short list
     with pytest.raises(ConfigError, match="^eval.ruler.lengths: 3000 tokens take more words than the 60 of"):

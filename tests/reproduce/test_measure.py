@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dprope.eval.perplexity import perplexity
+from dprope.eval.benchmarks.perplexity.windows import perplexity
 from dprope.reproduce.measure import loss_by_position, measure
 
 
@@ -47,7 +47,9 @@ def test_position_m_is_the_loss_of_token_m_given_the_m_before(model, documents):
 def test_mean_loss_matches_the_suite_perplexity_of_one_window(model, documents):
     length = 24
     curve = loss_by_position(model, documents, length)
-    reference = perplexity(model, [d[:length] for d in documents], length, stride=8)
+    reference = perplexity(
+        model, [d[:length] for d in documents], length, stride=8, bos=None, aggregate="token"
+    )
     assert math.exp(sum(curve) / len(curve)) == pytest.approx(reference.perplexity, rel=1e-5)
 
 
@@ -57,3 +59,25 @@ def test_measure_splits_at_the_pre_training_length(model, documents):
     assert set(result["perplexity"]) == {"8", "16", "24"}
     assert result["mean_loss"]["within_L"] == pytest.approx(sum(curve[:7]) / 7)
     assert result["mean_loss"]["beyond_L"] == pytest.approx(sum(curve[7:]) / 16)
+
+
+def test_perplexity_is_the_suites_with_token_weighting_no_bos_per_window_and_its_stride(model, documents):
+    """The module docstring's claim: measure's perplexity is what `launch/eval.py eval=perplexity`
+    reports with aggregate=token, bos_every_window=false and the same stride, on the same documents;
+    the suite's defaults (mean over windows, a BOS before every window) give other numbers."""
+    from dprope.eval.benchmarks.perplexity import BENCHMARK
+    from dprope.eval.benchmarks.perplexity.config import PerplexityConfig
+    from dprope.eval.benchmarks.perplexity.data import prepare_perplexity
+    from dprope.eval.common import EvalContext
+
+    lengths, stride, ctx = [8, 16, 24], 4, EvalContext(max_positions=64, progress=False)
+    measured = measure(model, documents, lengths, stride=stride, pretrain_length=8)["perplexity"]
+
+    def suite(**overrides) -> dict[str, float]:
+        cfg = PerplexityConfig(lengths=lengths, stride=stride, **overrides)
+        return BENCHMARK.run(model, None, cfg, prepare_perplexity(cfg, documents, ctx, bos=0), ctx).summary
+
+    same = suite(aggregate="token", bos_every_window=False)
+    assert same == pytest.approx(measured, rel=1e-6)
+    defaults = suite()
+    assert all(defaults[n] != pytest.approx(measured[n], rel=1e-3) for n in ("16", "24"))

@@ -52,7 +52,6 @@ def test_default_output_goes_to_the_run_directory(tmp_path):
         (["rope.num_intervals=0"], "rope.num_intervals"),
         (["rope.num_interpolated_dims=7"], "rope.num_interpolated_dims"),
         (["rope.num_interpolated_dims=-2"], "rope.num_interpolated_dims"),
-        (["rope.num_interpolated_dims=130"], "rope.num_interpolated_dims"),
         (["model.head_dim=127"], "model.head_dim"),
         (["model.original_max_position_embeddings=0"], "model.original_max_position_embeddings"),
         (["rope=clex"], "rope"),
@@ -60,13 +59,28 @@ def test_default_output_goes_to_the_run_directory(tmp_path):
         (["model=gpt5"], "model"),
     ],
 )
-def test_bad_input_is_one_line_naming_the_field(overrides, field):
+def test_bad_input_is_one_line_naming_the_field(overrides, field, check_entry):
+    """The entry point's own check, in process (the subprocess below shows it ends the process)."""
     base = {"model": "model=llama2_7b", "rope": "rope=dprope"}
     for override in overrides:
         base.pop(override.split("=")[0], None)  # a group chosen by the case replaces the default
-    run = analyze(*base.values(), *overrides)
+    code, lines = check_entry("launch/analyze.py", *base.values(), *overrides)
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {field}:"), lines[0]
+
+
+def test_bad_input_found_by_the_analysis_ends_the_process_in_one_line(tmp_path):
+    """k beyond head_dim passes the command-line check (k is checked against the model when the
+    strategy is built); the job still ends in one line, exit 2, before writing anything."""
+    out = tmp_path / "analysis"
+    run = analyze(
+        "model=llama2_7b",
+        "rope.num_interpolated_dims=130",
+        f"analysis.output_dir={out}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith(f"error: {field}:"), lines[0]
-    assert "Traceback" not in run.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: rope.num_interpolated_dims:"), run.stderr
+    assert not out.exists()

@@ -7,9 +7,17 @@ import torch
 
 from dprope.config import ConfigError
 from dprope.rope.analysis import DisturbanceAnalyzer
-from dprope.rope.registry import DPRoPEConfig, build_scaling, default_config, rope_config
-from dprope.rope.selection import dprope, select_pairs
+from dprope.rope.geometry import RotaryGeometry
+from dprope.rope.registry import build_scaling, default_config, rope_config
+from dprope.rope.selection import DPRoPEConfig, select_pairs
 from dprope.rope.strategies import pi
+
+LLAMA2 = RotaryGeometry(128, 10000.0, 4096)
+
+
+def dprope(factor, **params):
+    """DPRoPE on LLaMA-2's geometry, through its config (as every run computes it)."""
+    return DPRoPEConfig(factor=factor, **params).compute(LLAMA2)
 
 
 def test_select_pairs_threshold_and_count_rules():
@@ -37,7 +45,7 @@ def test_select_pairs_with_three_candidates_takes_the_best_alternative():
 
 
 def test_argmin_rule_minimises_every_pair():
-    result = dprope(128, 10000.0, 4096, 4.0)
+    result = dprope(4.0)
     d = result.details["candidate_disturbance"]
     for i, choice in enumerate(result.details["choices"]):
         other = "pi" if choice == "none" else "none"
@@ -47,7 +55,7 @@ def test_argmin_rule_minimises_every_pair():
 
 @pytest.mark.parametrize("factor,k", [(2.0, 80), (4.0, 64)])
 def test_count_rule_scales_exactly_k_dimensions(factor, k):
-    result = dprope(128, 10000.0, 4096, factor, num_interpolated_dims=k)
+    result = dprope(factor, num_interpolated_dims=k)
     assert result.details["num_interpolated_dims"] == k
     assert int((result.scaling_factors == factor).sum()) == k // 2
     assert torch.equal(
@@ -56,24 +64,24 @@ def test_count_rule_scales_exactly_k_dimensions(factor, k):
 
 
 def test_count_rule_overrides_threshold():
-    a = dprope(128, 10000.0, 4096, 2.0, threshold=123.0, num_interpolated_dims=80)
-    b = dprope(128, 10000.0, 4096, 2.0, num_interpolated_dims=80)
+    a = dprope(2.0, threshold=123.0, num_interpolated_dims=80)
+    b = dprope(2.0, num_interpolated_dims=80)
     assert torch.equal(a.scaling_factors, b.scaling_factors)
 
 
 @pytest.mark.parametrize("factor,min_reduction", [(2.0, 0.6), (4.0, 0.25)])
 def test_dprope_disturbs_less_than_pi(factor, min_reduction):
     """The paper reports up to 72% less disturbance than PI at 8k and 32% at 16k (LLaMA-2)."""
-    analyzer = DisturbanceAnalyzer(128, 10000.0, 4096, 360)
-    ours = analyzer.total(analyzer.per_pair(dprope(128, 10000.0, 4096, factor)))
+    analyzer = DisturbanceAnalyzer(LLAMA2, 360)
+    ours = analyzer.total(analyzer.per_pair(dprope(factor)))
     baseline = analyzer.total(analyzer.per_pair(pi(128, 10000.0, 4096, factor)))
     assert ours < (1 - min_reduction) * baseline
 
 
 def test_more_candidates_never_disturb_more():
-    analyzer = DisturbanceAnalyzer(128, 10000.0, 4096, 360)
-    two = dprope(128, 10000.0, 4096, 4.0)
-    more = dprope(128, 10000.0, 4096, 4.0, candidates=["none", "pi", "ntk", "yarn"])
+    analyzer = DisturbanceAnalyzer(LLAMA2, 360)
+    two = dprope(4.0)
+    more = dprope(4.0, candidates=["none", "pi", "ntk", "yarn"])
     assert set(more.details["choices"]) <= {"none", "pi", "ntk", "yarn"}
     assert analyzer.total(analyzer.per_pair(more)) <= analyzer.total(analyzer.per_pair(two)) + 1e-9
 

@@ -10,7 +10,11 @@ from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from dprope.config import ConfigError
+from dprope.model import ModelConfig
 from dprope.rope import strategies
+from dprope.rope.config import PIConfig, YarnConfig
+from dprope.rope.geometry import RotaryGeometry
+from dprope.rope.registry import rope_config
 from dprope.rope.strategies import default_inv_freq
 
 GEOMETRIES = [(128, 10000.0, 4096), (64, 500000.0, 8192), (16, 10000.0, 256)]
@@ -46,7 +50,14 @@ def test_pi_equals_transformers_linear(head_dim, rope_theta, original_length, fa
 @pytest.mark.parametrize("beta_fast,beta_slow", [(32.0, 1.0), (16.0, 2.0)])
 def test_yarn_equals_transformers_yarn(head_dim, rope_theta, original_length, factor, beta_fast, beta_slow):
     ours = strategies.yarn(
-        head_dim, rope_theta, original_length, factor, beta_fast=beta_fast, beta_slow=beta_slow
+        head_dim,
+        rope_theta,
+        original_length,
+        factor,
+        beta_fast=beta_fast,
+        beta_slow=beta_slow,
+        attention_factor=None,
+        truncate=True,
     )
     params = {
         "rope_type": "yarn",
@@ -95,7 +106,7 @@ def test_pi_is_default_divided_by_s(factor):
 
 @pytest.mark.parametrize("factor", [2.0, 4.0, 16.0])
 def test_yarn_lies_between_interpolation_and_extrapolation(factor):
-    yarn = strategies.yarn(128, 10000.0, 4096, factor)
+    yarn = YarnConfig(factor=factor).compute(RotaryGeometry(128, 10000.0, 4096))
     lam = yarn.scaling_factors
     assert torch.all(lam >= 1 - 1e-6) and torch.all(lam <= factor + 1e-6)
     assert torch.all(lam[1:] >= lam[:-1] * (1 - 1e-6)), "lambda grows as frequency falls"
@@ -116,15 +127,36 @@ def test_ntk_raises_the_base():
 @pytest.mark.parametrize(
     "kwargs,field",
     [
-        ({"head_dim": 15}, "head_dim"),
-        ({"head_dim": 0}, "head_dim"),
-        ({"original_length": 0}, "original_max_position_embeddings"),
-        ({"factor": 0.5}, "factor"),
-        ({"rope_theta": 0.0}, "rope_theta"),
+        ({"head_dim": 15}, "model.head_dim"),
+        ({"head_dim": 0}, "model.head_dim"),
+        ({"original_length": 0}, "model.original_max_position_embeddings"),
+        ({"rope_theta": 0.0}, "model.rope_theta"),
     ],
 )
 def test_bad_geometry_names_the_field(kwargs, field):
-    args = {"head_dim": 128, "rope_theta": 10000.0, "original_length": 4096, "factor": 2.0, **kwargs}
-    with pytest.raises(ConfigError) as err:
-        strategies.pi(**args)
-    assert err.value.field == field
+    """However the geometry arrives (numbers to a strategy, a geometry, a model preset), the
+    one check names the preset's key."""
+    args = {"head_dim": 128, "rope_theta": 10000.0, "original_length": 4096, **kwargs}
+    preset = {
+        "head_dim": args["head_dim"],
+        "rope_theta": args["rope_theta"],
+        "original_max_position_embeddings": args["original_length"],
+    }
+    for build in (
+        lambda: strategies.pi(**args, factor=2.0),
+        lambda: RotaryGeometry(**args),
+        lambda: ModelConfig(tokenizer="byte", **preset),
+    ):
+        with pytest.raises(ConfigError) as err:
+            build()
+        assert err.value.field == field
+
+
+def test_bad_factor_names_the_field():
+    for build in (
+        lambda: PIConfig(factor=0.5),
+        lambda: rope_config({"name": "pi", "factor": 0.5}, prefix=""),
+    ):
+        with pytest.raises(ConfigError) as err:
+            build()
+        assert err.value.field == "factor"

@@ -31,6 +31,16 @@ def test_one_attempt_trains_a_tiled_offloaded_step_and_reports_its_speed():
     result = attempt("tiled+offload", 128, smoke=True, memory_limit_gib=None)
     assert result["ok"] and result["tokens_per_s"] > 0 and result["world_size"] == 1
     assert result["mfu"] is None  # no GPU peak on CPU
+    # the trainer's plan chose the kernels, the attention, the transforms and the micro-step
+    assert result["kernels"] == "none" and result["attention"] == "sdpa (causal over the window)"
+    assert result["micro_step"] == "TiledLossStep"
+    assert result["transforms"] == [
+        "activation checkpointing",
+        "tiled MLP in 2 module(s)",
+        "DeepSpeed wrap",
+        "final hidden states captured",
+        "rotary frequencies restored in float32 in 1 module(s)",
+    ]
     over = attempt("plain", 128, smoke=True, memory_limit_gib=1e-3)  # any process uses more than 1 MiB
     assert not over["ok"] and "over the limit" in over["reason"]
 

@@ -97,3 +97,23 @@ def dropout_model_dir(tmp_path_factory) -> Path:
 def pretrained(model_dir: Path) -> list[str]:
     """Overrides training from a saved model directory with the built-in byte tokenizer."""
     return [f"model.pretrained={model_dir}", "model.tokenizer=byte"]
+
+
+def tiny_plan(model_cfg, trainer, rope=None, seq_len: int = 256, **fields):
+    """The training plan of ``model_cfg`` on one process (DPRoPE s=4 unless ``rope``); ``fields``
+    replace planned values a CPU cannot choose itself (``precision="bf16"``, a registered
+    attention ``implementation``)."""
+    import dataclasses
+
+    from dprope.rope.registry import default_config
+    from dprope.train.plan import plan_training
+
+    plan = plan_training(model_cfg, rope or default_config("dprope", 4.0), trainer, seq_len, world_size=1)
+    return dataclasses.replace(plan, **fields)
+
+
+def materialised(plan):
+    """``plan`` built on this process (a process group of one)."""
+    from dprope.train.engine import init_distributed, materialise
+
+    return materialise(plan, init_distributed())

@@ -8,8 +8,10 @@ from itertools import pairwise
 import pytest
 import torch
 
-from dprope.data.segments import collate_documents, segment_bounds
-from dprope.train.attention import kernel_description, model_inputs, visible_pairs
+from dprope.config import ConfigError
+from dprope.data.segments import segment_bounds
+from dprope.train.attention import ATTENTION_MODES, visible_pairs
+from dprope.train.config import TrainerConfig
 
 BOS = 1
 CPU = torch.device("cpu")
@@ -31,6 +33,14 @@ def packed_item(length: int, max_length: int, starts: list[int], seed: int = 0) 
     return {"input_ids": ids, "doc_starts": torch.tensor(starts), "length": length}
 
 
+def collate(items: list[dict], mode: str) -> dict:
+    return ATTENTION_MODES[mode].collate(BOS)(items)
+
+
+def model_inputs(batch: dict, mode: str, implementation: str, device=CPU, dtype=torch.float32) -> dict:
+    return ATTENTION_MODES[mode].inputs(batch, implementation, device, dtype)
+
+
 def alone(model, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Plain causal attention over one document, no packing."""
     return model(input_ids=ids[None], position_ids=positions[None]).logits[0]
@@ -40,9 +50,9 @@ def alone(model, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 def test_document_logits_equal_each_document_alone(tiny_model_cfg, implementation):
     model = tiny_model(tiny_model_cfg, implementation)
     items = [packed_item(48, 48, [5, 19, 30], seed=1), packed_item(48, 48, [0, 40], seed=2)]
-    batch = collate_documents(items, "document", BOS)
+    batch = collate(items, "document")
     with torch.no_grad():
-        logits = model(**model_inputs(batch, implementation, CPU)).logits
+        logits = model(**model_inputs(batch, "document", implementation)).logits
         causal = model(input_ids=batch["input_ids"]).logits
         for row, item in enumerate(items):
             bounds = segment_bounds(item["doc_starts"], 48, 48)
@@ -58,9 +68,9 @@ def test_document_logits_equal_each_document_alone(tiny_model_cfg, implementatio
 def test_anchor_logits_equal_each_document_alone_after_the_anchor(tiny_model_cfg, implementation):
     model = tiny_model(tiny_model_cfg, implementation)
     item = packed_item(48, 48, [6, 20, 33], seed=3)  # begins inside a document
-    batch = collate_documents([item], "anchor", BOS)
+    batch = collate([item], "anchor")
     with torch.no_grad():
-        logits = model(**model_inputs(batch, implementation, CPU)).logits[0]
+        logits = model(**model_inputs(batch, "anchor", implementation)).logits[0]
         for begin, end in pairwise([0, 6, 20, 33, 48]):
             # the anchor (BOS at position 0), then the document's own tokens at their window positions
             ids = torch.cat([torch.tensor([BOS]), item["input_ids"][begin + 1 : end]])
@@ -81,9 +91,7 @@ def test_padded_tail_has_the_loss_of_the_unpadded_window(tiny_model_cfg, mode):
         "length": 40,
     }
     with torch.no_grad():
-        losses = [
-            model(**model_inputs(collate_documents([x], mode, BOS), "sdpa", CPU)).loss for x in (full, padded)
-        ]
+        losses = [model(**model_inputs(collate([x], mode), mode, "sdpa")).loss for x in (full, padded)]
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=0)
 
 
@@ -93,10 +101,39 @@ def test_visible_pairs_count_each_segment_triangle():
 
 
 def test_kernel_is_named():
-    assert kernel_description("anchor", "flash_attention_2").startswith("anchor: flash-attn varlen")
-    assert kernel_description("causal", "sdpa") == "sdpa (causal over the window)"
-    with pytest.raises(ValueError):
-        kernel_description("sliding", "sdpa")
+    assert ATTENTION_MODES["anchor"].describe("flash_attention_2").startswith("anchor: flash-attn varlen")
+    assert ATTENTION_MODES["causal"].describe("sdpa") == "sdpa (causal over the window)"
+    with pytest.raises(ValueError, match="no document mask for attention implementation 'paged'"):
+        ATTENTION_MODES["document"].describe("paged")
+
+
+def test_modes_declare_their_needs_and_the_config_takes_exactly_the_registry():
+    assert {name: (m.needs_bos, m.sequence_parallel) for name, m in ATTENTION_MODES.items()} == {
+        "causal": (False, True),
+        "document": (True, False),
+        "anchor": (True, False),
+    }
+    assert all(mode.name == name for name, mode in ATTENTION_MODES.items())
+    for name in ATTENTION_MODES:
+        assert TrainerConfig(attention=name).attention == name
+    with pytest.raises(ConfigError, match="must be one of causal, document, anchor"):
+        TrainerConfig(attention="sliding")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU choice")
+def test_auto_kernel_is_the_modes_choice_without_flash_attn():
+    from dprope.train.attention import resolve_implementation
+
+    assert {name: resolve_implementation("auto", m) for name, m in ATTENTION_MODES.items()} == {
+        "causal": "sdpa",
+        "document": "sdpa",
+        "anchor": "sdpa",
+    }
+    assert ATTENTION_MODES["anchor"].auto_implementation(cuda=True) == "flex_attention"
+    assert ATTENTION_MODES["causal"].auto_implementation(cuda=True) == "sdpa"
+    assert resolve_implementation("eager", ATTENTION_MODES["causal"]) == "eager"
+    with pytest.raises(ConfigError, match="trainer.attn_implementation: flash_attention_2 needs flash-attn"):
+        resolve_implementation("flash_attention_2", ATTENTION_MODES["causal"])
 
 
 @pytest.mark.gpu
@@ -109,8 +146,8 @@ def test_gpu_kernels_match_the_explicit_mask(tiny_model_cfg, implementation, mod
     reference = tiny_model(tiny_model_cfg, "sdpa", torch.bfloat16).to(device)
     model = tiny_model(tiny_model_cfg, implementation, torch.bfloat16).to(device)
     items = [packed_item(256, 256, [17, 90, 200], seed=5), packed_item(256, 256, [0, 128], seed=6)]
-    batch = collate_documents(items, mode, BOS)
+    batch = collate(items, mode)
     with torch.no_grad():
-        expected = reference(**model_inputs(batch, "sdpa", device)).logits
-        logits = model(**model_inputs(batch, implementation, device)).logits
+        expected = reference(**model_inputs(batch, mode, "sdpa", device)).logits
+        logits = model(**model_inputs(batch, mode, implementation, device)).logits
     torch.testing.assert_close(logits.float(), expected.float(), rtol=0, atol=5e-2)

@@ -29,13 +29,17 @@ def test_bad_attention_input_is_one_line_before_the_model_loads(overrides, field
 def test_a_tokenizer_without_bos_is_refused_for_anchor(byte_tokenizer):
     import copy
 
-    from dprope.train.loop import batch_collate
+    from dprope.train.attention import ATTENTION_MODES
 
     tokenizer = copy.deepcopy(byte_tokenizer)
     tokenizer.bos_token = None
-    assert batch_collate("causal", tokenizer) is not None
-    with pytest.raises(ConfigError, match="model.tokenizer"):
-        batch_collate("anchor", tokenizer)
+    assert tokenizer.bos_token_id is None
+    assert ATTENTION_MODES["causal"].collate(tokenizer.bos_token_id) is not None
+    for mode in ("document", "anchor"):
+        with pytest.raises(
+            ConfigError, match=f"model.tokenizer: trainer.attention={mode} needs a tokenizer with a BOS"
+        ):
+            ATTENTION_MODES[mode].collate(tokenizer.bos_token_id)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from dprope.train.checkpoint import (
     STATE_FILE,
     latest_checkpoint,
     prune,
-    resolve_resume,
+    resume_candidates,
     tag_for,
 )
 
@@ -42,19 +42,20 @@ def test_latest_pointer_is_followed_only_to_a_complete_checkpoint(tmp_path):
 
 def test_no_checkpoint_means_a_fresh_start(tmp_path):
     assert latest_checkpoint(tmp_path) is None
-    assert resolve_resume("auto", tmp_path) is None
-    assert resolve_resume("never", tmp_path) is None
+    assert resume_candidates("auto", tmp_path) == []
+    assert resume_candidates("never", tmp_path) == []
 
 
 def test_resume_from_a_path_must_be_complete(tmp_path):
     root = checkpoint.checkpoint_root(tmp_path)
     good = make(root, 5)
     bad = make(root, 6, complete=False)
-    assert resolve_resume(str(good), tmp_path) == good
+    assert resume_candidates(str(good), tmp_path) == [good]
+    assert resume_candidates("never", tmp_path) == []  # a complete checkpoint, not resumed from
     with pytest.raises(ConfigError, match="trainer.resume"):
-        resolve_resume(str(bad), tmp_path)
+        resume_candidates(str(bad), tmp_path)
     with pytest.raises(ConfigError, match="trainer.resume"):
-        resolve_resume(str(tmp_path / "nowhere"), tmp_path)
+        resume_candidates(str(tmp_path / "nowhere"), tmp_path)
 
 
 def test_prune_keeps_the_last_k_complete_and_drops_stale_partials(tmp_path):

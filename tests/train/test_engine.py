@@ -8,14 +8,10 @@ import torch
 from dprope.config import ConfigError
 from dprope.rope.registry import default_config
 from dprope.train.config import TrainerConfig
-from dprope.train.engine import (
-    build_engine,
-    deepspeed_config,
-    init_distributed,
-    model_hf_config,
-    resolve_precision,
-    rotary_modules,
-)
+from dprope.train.engine import deepspeed_config
+from dprope.train.plan import resolve_precision
+from dprope.train.transforms import rotary_modules
+from tests.train.conftest import materialised, tiny_plan
 
 
 def test_deepspeed_config_carries_the_paper_optimisation():
@@ -73,14 +69,13 @@ def test_bf16_without_gpu_is_refused():
 
 
 def test_rotary_frequencies_stay_float32_after_bf16_deepspeed_init(tiny_model_cfg, tmp_path):
-    """DeepSpeed's bf16 cast must not reach the rotary frequencies (method-notes section 8)."""
+    """DeepSpeed's bf16 cast must not reach the rotary frequencies (docs/method-notes.md, section 8)."""
     rope = default_config("dprope", 4.0)
     trainer = TrainerConfig(
         output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2, gradient_checkpointing=False
     )
-    runtime = init_distributed()
-    hf_config, scaling = model_hf_config(tiny_model_cfg, rope)
-    engine, _ = build_engine(tiny_model_cfg, hf_config, scaling, trainer, runtime, "bf16", "sdpa")
+    plan = tiny_plan(tiny_model_cfg, trainer, rope, precision="bf16")  # bf16 on CPU: forced here
+    engine, scaling = materialised(plan).engine, plan.scaling
     assert next(engine.module.parameters()).dtype == torch.bfloat16
     modules = rotary_modules(engine.module)
     assert modules
@@ -97,14 +92,14 @@ def test_rotary_frequencies_stay_float32_after_bf16_deepspeed_init(tiny_model_cf
 def test_restore_undoes_a_bf16_cast_of_the_buffers(tiny_model_cfg):
     from transformers import LlamaForCausalLM
 
-    from dprope.train.engine import restore_rotary_frequencies
+    from dprope.train.transforms import restore_rotary_frequencies
 
     rope = default_config("yarn", 4.0)
     model = LlamaForCausalLM(tiny_model_cfg.hf_config(rope)).bfloat16()
     (rotary,) = rotary_modules(model)
     assert rotary.inv_freq.dtype == torch.bfloat16
     scaling = tiny_model_cfg.scaling(rope)
-    assert restore_rotary_frequencies(model, scaling) == 1
+    assert restore_rotary_frequencies(model, scaling.inv_freq) == 1
     assert rotary.inv_freq.dtype == torch.float32 and torch.equal(rotary.inv_freq, scaling.inv_freq)
 
 

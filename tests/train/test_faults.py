@@ -15,7 +15,7 @@ from dprope.model import ModelConfig
 from dprope.rope.registry import rope_config
 from dprope.tracking import LoggerConfig
 from dprope.train.config import EXIT_NON_FINITE, RunConfig, TrainerConfig
-from dprope.train.engine import build_engine, init_distributed, model_hf_config
+from tests.train.conftest import materialised, tiny_plan
 
 
 def tiny_run(tmp_path, data_cache, **trainer) -> RunConfig:
@@ -31,22 +31,21 @@ def tiny_run(tmp_path, data_cache, **trainer) -> RunConfig:
 
 
 def test_non_finite_gradient_norm_with_a_finite_loss_stops_with_exit_3(tmp_path, data_cache, capsys):
-    from dprope.train.loop import report_non_finite, set_up, train_step
+    from dprope.train.loop import set_up
     from dprope.train.signals import StopRequest
 
-    job = set_up(tiny_run(tmp_path, data_cache, save_every=1), {})
+    training = set_up(tiny_run(tmp_path, data_cache, save_every=1), {})
     # the gradient reaching the output layer turns non-finite; the forward pass and loss do not
-    job.engine.module.lm_head.register_full_backward_pre_hook(lambda module, grad: (grad[0] * math.inf,))
+    training.engine.module.lm_head.register_full_backward_pre_hook(lambda module, grad: (grad[0] * math.inf,))
     stop = StopRequest()
     try:
-        result = train_step(job, stop)
+        result = training.step(stop)
     finally:
         stop.restore()
-        job.metrics.close()
-        job.tracker.finish()
+        training.close()
     assert math.isfinite(result.loss) and not math.isfinite(result.grad_norm)
     assert not result.finite
-    assert report_non_finite(job, result) == EXIT_NON_FINITE == 3
+    assert training.report_non_finite(result) == EXIT_NON_FINITE == 3
     err = capsys.readouterr().err
     assert "error: non-finite gradient norm at step 1" in err
     assert not (tmp_path / "checkpoints").exists()
@@ -59,10 +58,10 @@ def test_saved_model_directory_loads_partitioned_under_zero3_in_training_mode(dr
     model_cfg = ModelConfig(name="tiny", pretrained=str(dropout_model_dir), tokenizer="byte")
     rope = rope_config({"name": "pi", "factor": 2.0})
     trainer = TrainerConfig(output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2)
-    runtime = init_distributed()
-    hf_config, scaling = model_hf_config(model_cfg, rope)
-    assert hf_config.attention_dropout == pytest.approx(0.1)
-    engine, ds_config = build_engine(model_cfg, hf_config, scaling, trainer, runtime, "fp32", "sdpa")
+    plan = tiny_plan(model_cfg, trainer, rope)
+    assert plan.hf_config.attention_dropout == pytest.approx(0.1)
+    built = materialised(plan)
+    engine, ds_config = built.engine, built.ds_config
     assert ds_config["zero_optimization"]["stage"] == 3
     assert engine.training and engine.module.training  # from_pretrained alone leaves eval mode: no dropout
     saved = load_file(str(dropout_model_dir / "model.safetensors"))

@@ -14,11 +14,12 @@ from omegaconf import OmegaConf
 from dprope.cli import compose_config
 from dprope.data import collate_packed
 from dprope.rope.registry import default_config
-from dprope.train.attention import model_inputs
+from dprope.train.attention import ATTENTION_MODES
 from dprope.train.config import RunConfig, TrainerConfig
-from dprope.train.engine import build_engine, build_model, init_distributed, model_hf_config, rotary_modules
+from dprope.train.engine import build_model, model_hf_config
 from dprope.train.metrics import peak_flops
-from tests.train.conftest import run_train, small_run
+from dprope.train.transforms import rotary_modules
+from tests.train.conftest import materialised, run_train, small_run, tiny_plan
 
 pytestmark = pytest.mark.gpu
 
@@ -32,6 +33,10 @@ SMALL_LLAMA = [
     "model.head_dim=64",
     "model.intermediate_size=688",
 ]
+
+
+def model_inputs(batch: dict, implementation: str, device) -> dict:
+    return ATTENTION_MODES["causal"].inputs(batch, implementation, device, torch.bfloat16)
 
 
 def _batch(rows: int, length: int, vocab: int = 260, seed: int = 0) -> dict:
@@ -64,7 +69,7 @@ def _small_model_cfg():
 def test_bf16_zero3_training_step(tmp_path, data_cache):
     from tqdm.auto import tqdm
 
-    from dprope.train.loop import record_step, set_up, train_step
+    from dprope.train.loop import set_up
 
     overrides = [
         *SMALL_LLAMA,
@@ -86,33 +91,36 @@ def test_bf16_zero3_training_step(tmp_path, data_cache):
     cfg = compose_config("train", overrides)
     plain = OmegaConf.to_container(cfg, resolve=True)
     run = RunConfig.from_config(cfg)
-    job = set_up(run, plain)
+    training = set_up(run, plain)
     try:
-        assert next(job.engine.module.parameters()).dtype == torch.bfloat16
-        assert job.engine.optimizer.grad_partitions_flat_buffer.dtype == torch.float32
-        result = train_step(job, stop=False)
-        record = record_step(job, result, tqdm(disable=True))
+        assert next(training.engine.module.parameters()).dtype == torch.bfloat16
+        assert training.engine.optimizer.grad_partitions_flat_buffer.dtype == torch.float32
+        result = training.step()
+        record = training.record(result, tqdm(disable=True))
         assert math.isfinite(result.loss) and math.isfinite(result.grad_norm)
-        modules = rotary_modules(job.engine.module)
+        modules = rotary_modules(training.engine.module)
         assert modules
         for rotary in modules:
             assert rotary.inv_freq.dtype == torch.float32
-            assert torch.equal(rotary.inv_freq.cpu(), job.scaling.inv_freq)
+            assert torch.equal(rotary.inv_freq.cpu(), training.plan.scaling.inv_freq)
         assert 0 < record["mfu"] < 1
     finally:
-        job.metrics.close()
-        job.tracker.finish()
+        training.close()
 
 
 def _loss_and_grads(kernels: str, batch: dict, tmp_path) -> tuple[float, dict, object]:
     from deepspeed.utils import safe_get_full_grad
 
-    model_cfg = _small_model_cfg()
-    hf_config, scaling = model_hf_config(model_cfg, default_config("yarn", 2.0))
-    trainer = TrainerConfig(output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2, seed=3)
-    engine, _ = build_engine(
-        model_cfg, hf_config, scaling, trainer, init_distributed(), "bf16", "sdpa", kernels
+    trainer = TrainerConfig(
+        output_dir=str(tmp_path),
+        global_batch_size=2,
+        micro_batch_size=2,
+        seed=3,
+        attn_implementation="sdpa",
+        precision="bf16",
+        kernels=kernels,
     )
+    engine = materialised(tiny_plan(_small_model_cfg(), trainer, default_config("yarn", 2.0), 512)).engine
     outputs = engine(**model_inputs(batch, "sdpa", torch.device("cuda")))
     engine.backward(outputs.loss)
     grads = {name: safe_get_full_grad(p).float().cpu() for name, p in engine.module.named_parameters()}

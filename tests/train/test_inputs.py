@@ -8,12 +8,10 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from dprope.data import collate_packed
-from dprope.rope.registry import default_config
-from dprope.train.attention import model_inputs
+from dprope.train.attention import ATTENTION_MODES
 from dprope.train.config import TrainerConfig
-from dprope.train.engine import build_engine, init_distributed, model_hf_config
-from dprope.train.long_context import LongContext
-from dprope.train.loop import Job, train_step
+from dprope.train.stepper import Stepper
+from tests.train.conftest import materialised, tiny_plan
 
 RECORDED = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 
@@ -21,7 +19,7 @@ RECORDED = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 def test_model_inputs_pass_the_collated_segments():
     items = [{"input_ids": torch.arange(6), "doc_starts": torch.tensor([0])} for _ in range(2)]
     batch = collate_packed(items)
-    inputs = model_inputs(batch, "sdpa", torch.device("cpu"))
+    inputs = ATTENTION_MODES["causal"].inputs(batch, "sdpa", torch.device("cpu"))
     assert (
         inputs["cu_seq_lens_q"].tolist() == [0, 6, 12] and inputs["cu_seq_lens_k"] is inputs["cu_seq_lens_q"]
     )
@@ -38,38 +36,17 @@ def test_segments_reach_every_attention_call(tiny_model_cfg, tmp_path):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
     AttentionInterface.register("dprope_recording", recording_attention)
-    rope = default_config("dprope", 4.0)
     trainer = TrainerConfig(output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2)
-    runtime = init_distributed()
-    hf_config, scaling = model_hf_config(tiny_model_cfg, rope)
-    engine, _ = build_engine(tiny_model_cfg, hf_config, scaling, trainer, runtime, "fp32", "dprope_recording")
+    # the planned attention, replaced by the recording one registered above
+    built = materialised(tiny_plan(tiny_model_cfg, trainer, implementation="dprope_recording"))
     length = 32
     generator = torch.Generator().manual_seed(0)
     items = [
         {"input_ids": torch.randint(4, 260, (length,), generator=generator), "doc_starts": torch.tensor([0])}
         for _ in range(2)
     ]
-    job = Job(
-        run=None,
-        runtime=runtime,
-        engine=engine,
-        attention="dprope_recording",
-        activation_dtype=torch.float32,
-        long_context=LongContext.from_trainer(trainer),
-        tokenizer=None,
-        scaling=scaling,
-        summary={},
-        state=None,
-        accumulation=1,
-        tokens_per_step=2 * length,
-        flops_per_token=0.0,
-        peak_flops=None,
-        tracker=None,
-        metrics=None,
-        batches=iter([collate_packed(items)]),
-        last_saved=-1,
-    )
-    result = train_step(job, stop=False)
+    stepper = Stepper(built.engine, built.micro_step, iter([collate_packed(items)]), 1, torch.device("cpu"))
+    result = stepper.step()
     assert result.finite
     # forward, then the checkpointed recomputation in backward: every layer, every time
     assert len(calls) == 2 * tiny_model_cfg.num_hidden_layers

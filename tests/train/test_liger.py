@@ -9,9 +9,9 @@ import torch
 from dprope.config import ConfigError
 from dprope.rope.registry import default_config
 from dprope.train.config import TrainerConfig
-from dprope.train.engine import build_engine, check_grad_accum_dtype, init_distributed, model_hf_config
 from dprope.train.liger import resolve_kernels
-from tests.train.conftest import assert_one_line_error, run_train, small_run
+from dprope.train.plan import check_grad_accum_dtype
+from tests.train.conftest import assert_one_line_error, materialised, run_train, small_run, tiny_plan
 
 
 @pytest.mark.parametrize(
@@ -63,9 +63,8 @@ def test_zero3_accumulates_bf16_gradients_in_the_configured_dtype(dtype, expecte
         gradient_checkpointing=False,
         grad_accum_dtype=dtype,
     )
-    runtime = init_distributed()
-    hf_config, scaling = model_hf_config(tiny_model_cfg, default_config("pi", 2.0))
-    engine, ds_config = build_engine(tiny_model_cfg, hf_config, scaling, trainer, runtime, "bf16", "sdpa")
+    built = materialised(tiny_plan(tiny_model_cfg, trainer, default_config("pi", 2.0), precision="bf16"))
+    engine, ds_config = built.engine, built.ds_config
     assert ds_config["data_types"] == {"grad_accum_dtype": dtype}
     assert next(engine.module.parameters()).dtype == torch.bfloat16
     # the flat buffer each micro-step's gradient partition is added into

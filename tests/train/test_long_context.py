@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,18 +15,25 @@ import torch
 from dprope.config import ConfigError
 from dprope.train.config import TrainerConfig
 from dprope.train.engine import deepspeed_config
-from dprope.train.long_context import (
-    LongContext,
-    check_long_context,
-    logits_shards,
-    mlp_shards,
-    shift_labels,
+from dprope.train.long_context import check_long_context, logits_shards, mlp_shards, shift_labels
+from tests.train.conftest import (
+    ROOT,
+    TRAIN,
+    launch,
+    materialised,
+    read_metrics,
+    small_run,
+    tiny_plan,
+    train_env,
 )
-from tests.train.conftest import ROOT, TRAIN, launch, read_metrics, small_run, train_env
 
 
-def heads(attention: int = 4, kv: int = 4) -> SimpleNamespace:
-    return SimpleNamespace(num_attention_heads=attention, num_key_value_heads=kv)
+def heads(attention: int = 4, kv: int = 4):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        num_attention_heads=attention, num_key_value_heads=kv, hidden_size=16 * attention, head_dim=16
+    )
 
 
 @pytest.mark.parametrize(
@@ -53,14 +59,17 @@ def test_sequence_parallel_accepts_what_the_library_runs():
 
 
 def test_document_and_anchor_attention_are_refused_with_sequence_parallelism():
-    # `trainer.attention` (causal | document | anchor) comes with the attention modes; the
-    # library's Ulysses attention drops every mask but the causal one
+    # the library's Ulysses attention drops every mask but the causal one
     for mode in ("document", "anchor"):
-        trainer = SimpleNamespace(sequence_parallel_size=2, attention=mode)
+        trainer = TrainerConfig(global_batch_size=8, sequence_parallel_size=2, attention=mode)
         with pytest.raises(ConfigError) as err:
             check_long_context(trainer, heads(), 256, "sdpa")
         assert err.value.field == "trainer.attention"
-    check_long_context(SimpleNamespace(sequence_parallel_size=2, attention="causal"), heads(), 256, "sdpa")
+        assert str(err.value).startswith(
+            f"trainer.attention: {mode} attention cannot run with sequence_parallel"
+        )
+    trainer = TrainerConfig(global_batch_size=8, sequence_parallel_size=2, attention="causal")
+    check_long_context(trainer, heads(), 256, "sdpa")
 
 
 @pytest.mark.parametrize(
@@ -99,9 +108,8 @@ def test_labels_are_shifted_before_any_split_and_tiles_follow_the_shapes():
     assert shift_labels(labels).tolist() == [[6, 7, 8, 9, 10, -100]]
     # the first of two slices keeps the label of the second slice's first token (8)
     assert shift_labels(labels)[:, :3].tolist() == [[6, 7, 8]]
-    trainer = TrainerConfig()
-    assert mlp_shards(trainer, 131072 // 8, 4096) == 4  # ALST: tiles of hidden_size tokens
-    assert mlp_shards(TrainerConfig(tiled_shards=3), 100, 4096) == 3
+    assert mlp_shards(None, 131072 // 8, 4096) == 4  # ALST: tiles of hidden_size tokens
+    assert mlp_shards(3, 100, 4096) == 3
     assert logits_shards(None, 16384, 32000) == 2  # 16384 x 32000 x 4 bytes = 1.95 GiB
     assert logits_shards(5, 16384, 32000) == 5
 
@@ -112,21 +120,20 @@ def _engine_loss_and_grads(tiny_model_cfg, tiled: bool):
     from deepspeed.utils import safe_get_full_grad
 
     from dprope.rope.registry import rope_config
-    from dprope.train.engine import build_engine, init_distributed, model_hf_config
-    from dprope.train.long_context import forward_backward
+    from dprope.train.micro_step import PlainStep, TiledLossStep
 
     trainer = TrainerConfig(
         global_batch_size=2, micro_batch_size=2, tiled_compute=tiled, tiled_shards=4, output_dir="unused"
     )
-    runtime = init_distributed()
-    hf_config, scaling = model_hf_config(tiny_model_cfg, rope_config({"name": "pi", "factor": 2.0}))
-    plan = LongContext.from_trainer(trainer)
-    engine, _ = build_engine(tiny_model_cfg, hf_config, scaling, trainer, runtime, "fp32", "sdpa", plan=plan)
+    plan = tiny_plan(tiny_model_cfg, trainer, rope_config({"name": "pi", "factor": 2.0}), seq_len=128)
+    built = materialised(plan)
+    engine = built.engine
+    assert type(built.micro_step) is (TiledLossStep if tiled else PlainStep)
     input_ids = torch.randint(3, 260, (2, 128), generator=torch.Generator().manual_seed(0))
     labels = input_ids.clone()
     labels[1, 90:] = -100
     batch = {"input_ids": input_ids, "labels": labels, "position_ids": torch.arange(128).expand(2, -1)}
-    loss = forward_backward(engine, batch, runtime.device, plan)
+    loss = built.micro_step(batch)
     model = engine.module
     weights = {
         "lm_head": model.lm_head.weight,
@@ -204,6 +211,15 @@ def assert_same_training(run_dir, reference_dir):
     ours, reference = exported_weights(run_dir), exported_weights(reference_dir)
     for name, weight in reference.items():
         torch.testing.assert_close(ours[name], weight, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_ulysses_attention_stays_on_the_trained_model():
+    # two processes: DeepSpeed's registration would route every later model's sdpa through Ulysses
+    command = [*TORCHRUN, "-m", "tests.train.ulysses_scope"]
+    done = subprocess.run(command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "ulysses scope: ok" in done.stdout
 
 
 @pytest.mark.slow

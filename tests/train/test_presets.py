@@ -1,12 +1,17 @@
-"""Every experiment preset composes and runs one optimizer step of a tiny-shaped version on CPU.
+"""Every experiment preset composes into a checked run, and runs one optimizer step of a
+tiny-shaped version on CPU.
 
-The preset keeps its strategy, factor, trainer (ZeRO-3, optimizer, gradient checkpointing) and
-global batch; only the model (tiny), the data (embedded corpus, 256-token sequences), the step
-count and k (scaled to the tiny head_dim) shrink.
+The tiny version keeps the preset's strategy, factor, trainer (ZeRO-3, optimizer, gradient
+checkpointing, tiling) and global batch; only the model (tiny), the data (embedded corpus,
+256-token sequences), the step count and k (scaled to the tiny head_dim) shrink. The fast tier
+composes and checks every preset and runs one step of one preset per code path
+(`FAST_RUNS`); the slow tier runs one step of every preset.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 
@@ -14,11 +19,21 @@ import pytest
 from omegaconf import OmegaConf
 
 from dprope.cli import CONFIG_DIR, compose_config, group_options
-from dprope.train.config import RunConfig
+from dprope.train.config import RunConfig, TrainerConfig
 from dprope.train.loop import train
 
 PRESETS = group_options("experiment")
 EXPECTED_ROPE_TYPE = {"pi": "linear", "yarn": "yarn", "dprope": "longrope"}
+# One tiny step in the fast tier per strategy and per trainer code path (`code_path`); the
+# other presets repeat one of these paths and run in the slow tier.
+FAST_RUNS = {
+    "tiny_cpu_pi": "trainer=tiny, PI",
+    "tiny_cpu_yarn": "trainer=tiny, YaRN",
+    "tiny_cpu_ours": "trainer=tiny, DPRoPE",
+    "llama7b_8k_ours": "the paper's trainer: ZeRO-3, gradient checkpointing, 8 micro-batches a step",
+    "llama7b_64k_ours": "long contexts: the paper's trainer with tiled MLP and loss, 2 micro-batches a step",
+    "llama7b_128k_yarn": "long contexts at one micro-batch a step",
+}
 
 
 def compose_preset(name: str, overrides: list[str]):
@@ -72,33 +87,85 @@ def test_the_long_context_settings_keep_the_16k_tokens_per_step():
             assert any(f"500 steps x {batch} sequences x {length}" in line for line in head)
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
+@functools.cache
+def tiny_overrides(name: str) -> tuple[str, ...]:
+    """The overrides that shrink preset ``name`` to a one-step CPU run (output and cache dirs
+    apart)."""
     cfg = compose_preset(name, [])
     overrides = [
         "model=tiny",
         "data=embedded",
-        f"data.cache_dir={data_cache}",
         "data.max_length=256",
         "trainer.steps=1",
         "trainer.save_every=0",
         f"trainer.micro_batch_size={min(8, cfg.trainer.global_batch_size)}",
-        f"trainer.output_dir={tmp_path}",
         "logger=none",
         "trainer.sequence_parallel_size=1",  # one CPU process
     ]
     k = cfg.rope.get("num_interpolated_dims")
-    # the tiny model's head_dim is 16; k stays even (2 dims per rotary pair)
-    tiny_k = None if k is None else k * 16 // cfg.model.head_dim // 2 * 2
-    if tiny_k is not None:
-        overrides.append(f"rope.num_interpolated_dims={tiny_k}")
+    if k is not None:  # the tiny model's head_dim is 16; k stays even (2 dims per rotary pair)
+        overrides.append(f"rope.num_interpolated_dims={k * 16 // cfg.model.head_dim // 2 * 2}")
+    return tuple(overrides)
+
+
+@functools.cache
+def tiny_run(name: str) -> RunConfig:
+    return RunConfig.from_config(compose_preset(name, list(tiny_overrides(name))))
+
+
+def code_path(run: RunConfig) -> tuple:
+    """What decides which trainer code a tiny run goes through: every switch of the trainer (its
+    flags and choices, the ZeRO stage) and whether a step accumulates micro-batches."""
+    trainer = run.trainer
+    switches = {
+        f.name: getattr(trainer, f.name)
+        for f in dataclasses.fields(TrainerConfig)
+        if isinstance(getattr(trainer, f.name), (bool, str)) and f.name not in ("output_dir", "resume")
+    }
+    return (*sorted(switches.items()), trainer.zero_stage, trainer.accumulation_steps(1) > 1)
+
+
+def check_export(rope_parameters: dict, run: RunConfig) -> None:
+    assert rope_parameters["rope_type"] == EXPECTED_ROPE_TYPE[run.rope.name]
+    if run.rope.name == "dprope":
+        k = run.rope.num_interpolated_dims
+        assert 2 * sum(f > 1 for f in rope_parameters["short_factor"]) == k
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_composes_into_a_checked_run(name):
+    """The preset at full size builds its run and fits its 8 GPUs; its tiny version builds, fits
+    one CPU process and has the strategy's exported rope parameters (as its one-step run would)."""
+    full = RunConfig.from_config(compose_preset(name, []))
+    if not name.startswith("tiny"):
+        assert full.trainer.accumulation_steps(8) >= 1
+    tiny = tiny_run(name)
+    assert (tiny.rope.name, tiny.rope.factor, tiny.trainer.global_batch_size) == (
+        full.rope.name,
+        full.rope.factor,
+        full.trainer.global_batch_size,
+    )
+    assert tiny.trainer.accumulation_steps(1) == full.trainer.global_batch_size // min(
+        8, full.trainer.global_batch_size
+    )
+    check_export(tiny.model.hf_config(tiny.rope).rope_parameters, tiny)
+
+
+def test_the_fast_runs_cover_every_strategy_and_trainer_path():
+    runs = {name: tiny_run(name) for name in PRESETS}
+    fast = [runs[name] for name in FAST_RUNS]
+    assert {run.rope.name for run in runs.values()} == {run.rope.name for run in fast}
+    assert {code_path(run) for run in runs.values()} == {code_path(run) for run in fast}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=() if name in FAST_RUNS else pytest.mark.slow) for name in PRESETS]
+)
+def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
+    overrides = [*tiny_overrides(name), f"data.cache_dir={data_cache}", f"trainer.output_dir={tmp_path}"]
     cfg = compose_preset(name, overrides)
     run = RunConfig.from_config(cfg)
     assert train(run, OmegaConf.to_container(cfg, resolve=True)) == 0
     (record,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert record["step"] == 1 and math.isfinite(record["loss"])
-    exported = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert exported["rope_parameters"]["rope_type"] == EXPECTED_ROPE_TYPE[run.rope.name]
-    if tiny_k is not None:
-        factors = exported["rope_parameters"]["short_factor"]
-        assert 2 * sum(f > 1 for f in factors) == tiny_k
+    check_export(json.loads((tmp_path / "hf" / "config.json").read_text())["rope_parameters"], run)

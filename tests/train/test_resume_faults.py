@@ -5,12 +5,14 @@ kill in the middle of a save; and a streaming run resumed at its exact position.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from dprope.train.checkpoint import COMPLETE, KILL_IN_SAVE_ENV, LATEST, checkpoint_root, latest_checkpoint
-from tests.train.conftest import launch, pretrained, read_metrics, run_train, small_run, train_env
+from dprope.train.checkpoint import COMPLETE, LATEST, checkpoint_root, latest_checkpoint
+from tests.train.conftest import ROOT, pretrained, read_metrics, run_train, small_run, train_env
 
 pytestmark = pytest.mark.slow
 
@@ -72,9 +74,10 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_in_charge(
 ):
     copy_checkpoints(dropout_run, tmp_path, 4)
     overrides = dropout_overrides(tmp_path, data_cache, dropout_model_dir)
-    process = launch(overrides, env=train_env(**{KILL_IN_SAVE_ENV: str(STEPS)}))
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == -9, stderr[-3000:]  # killed between the DeepSpeed files and COMPLETE
+    # the trainer's save hook kills the run in the save of the last step (tests/train/kill_in_save.py)
+    command = [sys.executable, "-m", "tests.train.kill_in_save", str(STEPS), *overrides]
+    killed = subprocess.run(command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]  # killed between the DeepSpeed files and COMPLETE
     half = checkpoint_root(tmp_path) / f"step_{STEPS:08d}"
     assert list(half.glob("*_optim_states.pt")) and not (half / COMPLETE).exists()
     assert latest_checkpoint(checkpoint_root(tmp_path)).name == "step_00000004"

@@ -81,16 +81,14 @@ def test_run_writes_metrics_config_and_a_vanilla_loadable_export(reference_run):
     from dprope.rope.registry import rope_config
     from dprope.train import checkpoint
     from dprope.train.config import TrainerConfig
-    from dprope.train.engine import build_engine, init_distributed, model_hf_config
+    from tests.train.conftest import materialised, tiny_plan
 
     model_cfg = ModelConfig(name="tiny", tokenizer="byte")
     rope = rope_config({"name": "dprope", "factor": 4.0})
     trainer = TrainerConfig(
         output_dir=str(reference_run), global_batch_size=4, micro_batch_size=2, gradient_checkpointing=False
     )
-    runtime = init_distributed()
-    hf_config, scaling = model_hf_config(model_cfg, rope)
-    engine, _ = build_engine(model_cfg, hf_config, scaling, trainer, runtime, "fp32", "sdpa")
+    engine = materialised(tiny_plan(model_cfg, trainer, rope, seq_len=512)).engine
     state = checkpoint.load(engine, checkpoint.latest_checkpoint(checkpoint.checkpoint_root(reference_run)))
     assert state.step == STEPS
     text = (ROOT / "dprope" / "rope" / "analysis.py").read_text()[:600]
@@ -298,7 +296,50 @@ def test_global_batch_not_divisible_by_world_size_is_refused(tmp_path, data_cach
     assert stderr.strip().startswith("error: trainer.global_batch_size:"), stderr
 
 
+def test_wandb_tracker_gets_every_step_the_config_and_the_strategy(tmp_path, data_cache, monkeypatch):
+    """logger=wandb without an API key, in process: wandb (spied on, not replaced) receives each
+    step's metrics as metrics.jsonl has them, the resolved config and the strategy summary, and
+    writes an offline run named by the run directory's stable id."""
+    import wandb
+    from omegaconf import OmegaConf
+
+    from dprope.cli import compose_config
+    from dprope.train.config import RunConfig
+    from dprope.train.loop import train
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    logged, at_finish = [], {}
+    real_log, real_finish = wandb.Run.log, wandb.Run.finish
+
+    def log(self, data, step=None, **kwargs):
+        logged.append((step, dict(data)))
+        return real_log(self, data, step=step, **kwargs)
+
+    def finish(self, *args, **kwargs):
+        at_finish.update(config=dict(self.config), summary=dict(self.summary))
+        return real_finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(wandb.Run, "log", log)
+    monkeypatch.setattr(wandb.Run, "finish", finish)
+    overrides = small_run(tmp_path, data_cache, "trainer.steps=2", "trainer.export=false")
+    cfg = compose_config("train", [*overrides, "logger=wandb", "logger.mode=offline"])
+    assert train(RunConfig.from_config(cfg), OmegaConf.to_container(cfg, resolve=True)) == 0
+
+    records = read_metrics(tmp_path)
+    assert [step for step, _ in logged] == [record["step"] for record in records] == [1, 2]
+    for (_, data), record in zip(logged, records, strict=True):
+        assert data == {f"train/{k}": v for k, v in record.items() if k != "step"}
+    assert at_finish["config"]["trainer"]["steps"] == 2 and at_finish["config"]["logger"]["kind"] == "wandb"
+    rope = json.loads((tmp_path / "rope.json").read_text())
+    assert at_finish["summary"]["rope/disturbance"] == rope["disturbance"]
+    (offline,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert (tmp_path / "wandb_id.txt").read_text().strip() in offline.name
+    assert list(offline.glob("run-*.wandb"))
+
+
+@pytest.mark.slow
 def test_wandb_logger_runs_offline_without_an_api_key(tmp_path, data_cache):
+    """The same through launch/train.py: wandb starts and finishes inside the entry point's process."""
     result = run_train(
         small_run(
             tmp_path,

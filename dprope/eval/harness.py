@@ -1,23 +1,27 @@
-"""Short-context benchmarks in the DPRoPE paper's settings (method-notes section 7) through
-lm-eval (EleutherAI's lm-evaluation-harness): TruthfulQA (mc2) 0-shot, HellaSwag 0-shot
-(acc_norm), MMLU 5-shot (acc) and ARC-challenge 25-shot (acc_norm). The tasks are those of the
-Open LLM Leaderboard (v1), but these are the paper's settings, not the leaderboard's: the
-leaderboard ran HellaSwag 10-shot. As the leaderboard, MMLU is the unweighted mean of its 57
-subjects (``subtask_mean``), not lm-eval's group score weighted by subject size; the few-shot
-examples are drawn with lm-eval's default seed (1234).
+"""The bridge to lm-eval (EleutherAI's lm-evaluation-harness), shared by every benchmark that runs
+lm-eval tasks (`dprope.eval.benchmarks.open_llm`, `longbench_v2`, `babilong`).
 
-The already loaded model and tokenizer are wrapped in lm-eval's ``HFLM``; each task runs with
-its own few-shot count through ``simple_evaluate`` and one ``TaskManager``, which also indexes
-``include_path`` (a directory of task YAMLs, e.g. a task over local files).
+A benchmark's config extends `LmEvalConfig` with its own default task list. `index_tasks`
+indexes lm-eval's tasks (and ``include_path``, a directory of task YAMLs, e.g. a task over
+local files) with one ``TaskManager`` and checks every name before the model is loaded.
+`evaluate_tasks` wraps the already loaded model and tokenizer in an lm-eval model (``HFLM`` by
+default, `dprope.eval.backends`) and runs each task with its own few-shot count through
+``simple_evaluate``. A group's score is lm-eval's (size-weighted), or with ``subtask_mean`` the
+unweighted mean of its leaf subtasks (the Open LLM Leaderboard's MMLU). A benchmark over local
+files hands `evaluate_tasks` inline task configs (``specs``: lm-eval's own task config read by
+`lm_eval_task_config`, with its data source replaced) and may read each task's logged samples
+(``on_samples``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dprope.config import ConfigError
-from dprope.eval.common import BenchmarkResult, EvalContext, check_length, markdown_table, mean
+from dprope.eval.common import EvalContext, check_length, markdown_table, mean
 
 
 @dataclass
@@ -32,20 +36,12 @@ class LmEvalTask:
             raise ConfigError("num_fewshot", f"must be >= 0 (got {self.num_fewshot})")
 
 
-def _paper_settings() -> list[LmEvalTask]:
-    return [
-        LmEvalTask("truthfulqa_mc2", 0, "acc"),
-        LmEvalTask("hellaswag", 0, "acc_norm"),  # the paper's 0-shot (the leaderboard: 10-shot)
-        LmEvalTask("mmlu", 5, "acc", subtask_mean=True),
-        LmEvalTask("arc_challenge", 25, "acc_norm"),
-    ]
-
-
 @dataclass
-class OpenLLMConfig:
-    tasks: list[LmEvalTask] = field(
-        default_factory=_paper_settings
-    )  # {name, num_fewshot, metric, subtask_mean} per task
+class LmEvalConfig:
+    """The settings of an lm-eval benchmark; a subclass gives ``tasks`` its default list."""
+
+    # {name, num_fewshot, metric, subtask_mean} per task; the subclass's default list
+    tasks: list[LmEvalTask] = field(default_factory=list)
     include_path: str | None = None  # extra directory of lm-eval task YAMLs
     include_defaults: bool = True  # also index lm-eval's built-in tasks (false: only include_path, faster)
     limit: int | None = None  # first N examples per task (quick checks only); null = all
@@ -68,14 +64,13 @@ class OpenLLMConfig:
             raise ConfigError("include_path", "must be set when include_defaults is false")
 
 
-def prepare_open_llm(cfg: OpenLLMConfig, ctx: EvalContext):
-    """Index the tasks and check every name before the model is loaded."""
-    from pathlib import Path
-
+def index_tasks(cfg: LmEvalConfig, ctx: EvalContext, field_name: str):
+    """lm-eval's ``TaskManager`` over the configured task directories, every task name checked;
+    ``field_name`` is the config's place (``eval.open_llm``), for the errors."""
     if cfg.max_length is not None:
-        check_length("eval.open_llm.max_length", cfg.max_length, ctx)
+        check_length(f"{field_name}.max_length", cfg.max_length, ctx)
     if cfg.include_path and not Path(cfg.include_path).expanduser().is_dir():
-        raise ConfigError("eval.open_llm.include_path", f"no directory at {cfg.include_path}")
+        raise ConfigError(f"{field_name}.include_path", f"no directory at {cfg.include_path}")
     from lm_eval.tasks import TaskManager
 
     include = str(Path(cfg.include_path).expanduser()) if cfg.include_path else None
@@ -83,8 +78,17 @@ def prepare_open_llm(cfg: OpenLLMConfig, ctx: EvalContext):
     known = set(manager.all_tasks)
     for i, task in enumerate(cfg.tasks):
         if task.name not in known:
-            raise ConfigError(f"eval.open_llm.tasks[{i}].name", f"unknown lm-eval task {task.name!r}")
+            raise ConfigError(f"{field_name}.tasks[{i}].name", f"unknown lm-eval task {task.name!r}")
     return manager
+
+
+def lm_eval_task_config(relative: str) -> dict[str, Any]:
+    """lm-eval's own task config ``lm_eval/tasks/<relative>`` as lm-eval reads it (its includes
+    merged, its ``!function`` entries resolved), to be run with some keys replaced."""
+    import lm_eval.tasks
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(Path(lm_eval.tasks.__file__).parent / relative, resolve_func=True)
 
 
 def leaf_subtasks(results: dict[str, Any], name: str) -> list[str]:
@@ -95,13 +99,15 @@ def leaf_subtasks(results: dict[str, Any], name: str) -> list[str]:
     return [leaf for sub in groups[name] for leaf in leaf_subtasks(results, sub)]
 
 
-def task_score(results: dict[str, Any], task: LmEvalTask, index: int) -> tuple[float, float | None]:
+def task_score(results: dict[str, Any], task: LmEvalTask, field_name: str) -> tuple[float, float | None]:
     """(score x 100, standard error x 100) of a task from lm-eval's results; with
-    ``subtask_mean``, the unweighted mean of its leaf subtasks (no standard error)."""
+    ``subtask_mean``, the unweighted mean of its leaf subtasks (no standard error).
+    ``field_name`` is the task's place in the config (``eval.open_llm.tasks[2]``), for the errors."""
     if task.subtask_mean and len(leaf_subtasks(results, task.name)) > 1:
         leaves = leaf_subtasks(results, task.name)
         scores = [
-            task_score(results, LmEvalTask(leaf, task.num_fewshot, task.metric), index)[0] for leaf in leaves
+            task_score(results, LmEvalTask(leaf, task.num_fewshot, task.metric), field_name)[0]
+            for leaf in leaves
         ]
         return mean(scores), None
     row = results["results"].get(task.name, {})
@@ -109,36 +115,43 @@ def task_score(results: dict[str, Any], task: LmEvalTask, index: int) -> tuple[f
     if key not in row:
         reported = sorted(k.split(",")[0] for k in row if "," in k and "_stderr" not in k)
         raise ConfigError(
-            f"eval.open_llm.tasks[{index}].metric",
-            f"{task.name} reports no {task.metric!r} (it reports {reported})",
+            f"{field_name}.metric", f"{task.name} reports no {task.metric!r} (it reports {reported})"
         )
     stderr = row.get(f"{task.metric}_stderr,none")
     return 100.0 * float(row[key]), 100.0 * float(stderr) if isinstance(stderr, (int, float)) else None
 
 
-def run_open_llm(model, tokenizer, cfg: OpenLLMConfig, manager, ctx: EvalContext) -> BenchmarkResult:
+def evaluate_tasks(
+    model,
+    tokenizer,
+    cfg: LmEvalConfig,
+    manager,
+    ctx: EvalContext,
+    field_name: str,
+    specs: Mapping[str, dict[str, Any]] | None = None,
+    on_samples: Callable[[str, list[dict[str, Any]]], None] | None = None,
+) -> tuple[dict[str, float], dict[str, Any], str]:
+    """Run every task of ``cfg``: (summary: task -> score x 100 and ``avg``, details per task,
+    the markdown table). ``specs`` maps a task name to its inline lm-eval config (run instead of
+    the name); ``on_samples(task, samples)`` receives lm-eval's logged samples of each task."""
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(
-        pretrained=model,
-        tokenizer=tokenizer,
-        batch_size=ctx.batch_size,
-        max_length=cfg.max_length or ctx.max_positions,
-    )
+    lm = ctx.backends.lm_eval_model(model, tokenizer, ctx.batch_size, cfg.max_length or ctx.max_positions)
     rows, summary, details = [], {}, {}
     for i, task in enumerate(cfg.tasks):
         results = simple_evaluate(
             model=lm,
-            tasks=[task.name],
+            tasks=[(specs or {}).get(task.name, task.name)],
             num_fewshot=task.num_fewshot,
             task_manager=manager,
             limit=cfg.limit,
             bootstrap_iters=cfg.bootstrap_iters,
-            log_samples=False,
+            log_samples=on_samples is not None,
             fewshot_random_seed=cfg.fewshot_seed,
         )
-        score, stderr = task_score(results, task, i)
+        if on_samples is not None:
+            on_samples(task.name, results["samples"][task.name])
+        score, stderr = task_score(results, task, f"{field_name}.tasks[{i}]")
         summary[task.name] = score
         details[task.name] = {
             "metric": task.metric,
@@ -152,8 +165,5 @@ def run_open_llm(model, tokenizer, cfg: OpenLLMConfig, manager, ctx: EvalContext
         )
     summary["avg"] = mean([summary[t.name] for t in cfg.tasks])
     rows.append(["**average**", "", "", summary["avg"], ""])
-    markdown = (
-        "The DPRoPE paper's short-context settings (HellaSwag 0-shot; the leaderboard used 10-shot):\n\n"
-    )
-    markdown += markdown_table(["task", "shots", "metric", "score (x100)", "stderr"], rows)
-    return BenchmarkResult("open_llm", summary, {"tasks": details}, [], markdown)
+    table = markdown_table(["task", "shots", "metric", "score (x100)", "stderr"], rows)
+    return summary, details, table

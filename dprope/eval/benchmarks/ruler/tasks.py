@@ -4,7 +4,7 @@ Long-Context Language Models?"), Sec. 3 and App. B, with the parameters of its t
 frequent-words extraction (CWE, FWE) and two QA tasks.
 
 A task turns (random source, haystack size, slot) into a prompt and its reference answers; the
-runner (`ruler.py`) picks the haystack size, in the task's own unit (noise blocks, essay words,
+runner (`data.build_samples`) picks the haystack size, in the task's own unit (noise blocks, essay words,
 filler needles, words, documents), so that prompt + generation fit the target length. Prompts
 end with RULER's answer prefix, which the model continues.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from functools import lru_cache
 from string import ascii_lowercase, ascii_uppercase
 
 from dprope.config import ConfigError
-from dprope.eval.ruler_data import QASet, english_words, key_parts, split_sentences
+from dprope.eval.benchmarks.ruler.sources import QASet, english_words, key_parts, split_sentences
 
 # One haystack unit of the "noise" tasks: five sentences, units joined by newlines.
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -427,30 +426,3 @@ TASKS: dict[str, Task] = {
     "qa_1": QuestionAnswering("squad"),
     "qa_2": QuestionAnswering("hotpotqa"),
 }
-
-_CONTROL = re.compile(r"[\x00-\x1f]")
-
-
-def clean_prediction(text: str) -> str:
-    """RULER's post-processing: strip, control characters to newlines, strip again."""
-    return _CONTROL.sub("\n", text.strip()).strip()
-
-
-def string_match_all(prediction: str, references: list[str]) -> float:
-    """Share of the references found in the prediction, case-insensitive (NIAH, VT, CWE, FWE)."""
-    text = prediction.lower()
-    return sum(r.lower() in text for r in references) / len(references) if references else 0.0
-
-
-def string_match_part(prediction: str, references: list[str]) -> float:
-    """1 if any reference is found in the prediction, case-insensitive (QA)."""
-    text = prediction.lower()
-    return float(any(r.lower() in text for r in references))
-
-
-METRICS = {"all": string_match_all, "part": string_match_part}
-
-
-def score(task: str, prediction: str, references: list[str]) -> float:
-    """One sample's score in [0, 1] under the task's RULER metric."""
-    return METRICS[TASKS[task].metric](clean_prediction(prediction), references)

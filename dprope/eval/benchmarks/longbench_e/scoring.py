@@ -22,12 +22,22 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dprope.config import ConfigError
-from dprope.eval.common import mean
-from dprope.eval.longbench_metrics import score_sample
-from dprope.eval.longbench_tasks import BUCKETS, CATEGORIES, LongBenchTask, length_bucket, official_name
+from dprope.eval.benchmarks.longbench_e.metrics import score_sample
+from dprope.eval.benchmarks.longbench_e.tasks import (
+    BUCKETS,
+    CATEGORIES,
+    TASKS,
+    LongBenchTask,
+    length_bucket,
+    official_name,
+)
+from dprope.eval.common import BenchmarkResult, markdown_table, mean
+
+if TYPE_CHECKING:
+    from dprope.eval.benchmarks.longbench_e.config import LongBenchConfig
 
 AVERAGES = {"categories": "macro over categories", "datasets": "macro over datasets"}
 PREDICTIONS_FIELD = "eval.longbench_e.predictions_dir"
@@ -175,3 +185,65 @@ def read_predictions(directory: str, datasets: Sequence[str]) -> dict[str, list[
             PREDICTIONS_FIELD, f"no LongBench-E prediction file in {directory} (expected {expected}, ...)"
         )
     return found
+
+
+def score_predictions(cfg: LongBenchConfig, predictions: Mapping[str, list[Prediction]]) -> BenchmarkResult:
+    """Scores per dataset x bucket, per category and both averages; the official result.json and
+    prediction files go to ``longbench_e/`` (re-scorable with ``predictions_dir`` or the official
+    ``eval.py``)."""
+    per_dataset, records, files = {}, [], {}
+    for name, rows in predictions.items():
+        task = TASKS[name]
+        scored = []
+        for row in rows:
+            value = score(task, row, cfg.classification_fix)
+            scored.append((row.length, value))
+            records.append(
+                {
+                    "dataset": name,
+                    **row.extra,
+                    "length": row.length,
+                    "bucket": length_bucket(row.length),
+                    "prediction": row.pred,
+                    "answers": row.answers,
+                    "score": value,
+                }
+            )
+        per_dataset[name] = {**bucket_scores(scored), "samples": len(rows)}
+        files[f"longbench_e/{prediction_file(name)}"] = dump_predictions(rows)
+    groups = aggregate(per_dataset)
+    headline = AVERAGES[cfg.average]
+    summary = groups["averages"][headline]
+    result_json = official_result(per_dataset)
+    files["longbench_e/result.json"] = json.dumps(result_json, indent=4, ensure_ascii=False) + "\n"
+    details = {
+        "datasets": per_dataset,
+        "categories": groups["categories"],
+        "averages": groups["averages"],
+        "summary_is": headline,
+        "result_json": result_json,
+        "classification": "fixed" if cfg.classification_fix else "official",
+        "rescored_from": cfg.predictions_dir,
+    }
+    return BenchmarkResult(
+        "longbench_e", summary, details, records, _markdown(cfg, per_dataset, groups), files
+    )
+
+
+def _markdown(cfg: LongBenchConfig, per_dataset, groups) -> str:
+    columns = (*BUCKETS, "avg")
+    header = ["dataset", "metric", *columns, "samples"]
+    rows = [
+        [n, metric_of(TASKS[n], cfg.classification_fix), *(s[c] for c in columns), s["samples"]]
+        for n, s in per_dataset.items()
+    ]
+    for label, row in groups["averages"].items():
+        rows.append([f"**{label}**", "", *(row[c] for c in columns), ""])
+    text = "Scores (x100) by input length (the dataset's `length` field); avg = mean of the buckets:\n\n"
+    text += markdown_table(header, rows)
+    text += "\n\nBy category (each the mean of its datasets):\n\n"
+    text += markdown_table(
+        ["category", *columns], [[c, *(r[k] for k in columns)] for c, r in groups["categories"].items()]
+    )
+    text += f"\n\nHeadline: {AVERAGES[cfg.average]}."
+    return text

@@ -27,7 +27,7 @@ class LongBenchTask:
     name: str  # LongBench-E dataset (hub config name and local file stem)
     prompt: str  # template with {context} and {input}
     max_new_tokens: int  # dataset2maxlen
-    metric: str  # a key of longbench_metrics.METRICS
+    metric: str  # a key of metrics.METRICS
     first_line_only: bool = False  # few-shot tasks: only the answer's first line is scored (official eval.py)
     stop_at_newline: bool = False  # samsum: a newline also ends generation (official pred.py)
 

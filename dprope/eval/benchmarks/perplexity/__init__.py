@@ -1,0 +1,78 @@
+"""Perplexity on long documents of the `data` preset (PG19 for the LLaMA presets), as the YaRN
+repository's ``eval/perplexity.py``: the windows, BOS and aggregation conventions are in `windows`,
+the lengths, stride and documents in `data`. Figure: ``perplexity.png`` (log scale).
+"""
+
+from __future__ import annotations
+
+from dprope.eval.benchmark import Benchmark, Display, Inputs
+from dprope.eval.benchmarks.perplexity.config import PerplexityConfig
+from dprope.eval.benchmarks.perplexity.data import PerplexityData, read_documents
+from dprope.eval.benchmarks.perplexity.windows import perplexity
+from dprope.eval.common import BenchmarkResult, EvalContext, markdown_table
+
+
+def prepare(cfg: PerplexityConfig, inputs: Inputs) -> PerplexityData:
+    return read_documents(cfg, inputs.data, inputs.tokenizer, inputs.ctx)
+
+
+def run_perplexity(
+    model, tokenizer, cfg: PerplexityConfig, data: PerplexityData, ctx: EvalContext
+) -> BenchmarkResult:
+    scores = [
+        perplexity(
+            model,
+            data.documents,
+            length,
+            data.stride,
+            ctx.batch_size,
+            ctx.progress,
+            bos=data.bos,
+            aggregate=cfg.aggregate,
+            truncate=cfg.mode == "truncate",
+        )
+        for length in data.lengths
+    ]
+    summary = {str(s.length): s.perplexity for s in scores}
+    how = (
+        "one window per document (truncated)"
+        if cfg.mode == "truncate"
+        else f"sliding windows, stride {data.stride}"
+    )
+    weight = "mean over windows (YaRN)" if cfg.aggregate == "window" else "token-weighted"
+    bos = "BOS + L-1 tokens per window" if data.bos is not None else "BOS at the document start only"
+    markdown = f"Perplexity, {how}, {weight}, {bos}, over {len(data.documents)} documents:\n\n"
+    markdown += markdown_table(
+        ["length", "perplexity", "scored tokens", "windows", "documents"],
+        [[s.length, s.perplexity, s.tokens, s.windows, s.documents] for s in scores],
+        3,
+    )
+    details = {
+        "mode": cfg.mode,
+        "aggregate": cfg.aggregate,
+        "bos_every_window": data.bos is not None,
+        "stride": data.stride,
+        "by_length": {
+            str(s.length): {
+                "perplexity": s.perplexity,
+                "nll": s.nll,
+                "tokens": s.tokens,
+                "windows": s.windows,
+                "mean_window_nll": s.mean_window_nll,
+            }
+            for s in scores
+        },
+        "documents": len(data.documents),
+        "document_tokens": data.document_tokens,
+    }
+    return BenchmarkResult("perplexity", summary, details, [], markdown)
+
+
+BENCHMARK = Benchmark(
+    name="perplexity",
+    display=Display("Perplexity", "perplexity (lower is better)", digits=3, percent=False, log_scale=True),
+    config=PerplexityConfig,
+    prepare=prepare,
+    run=run_perplexity,
+    reads_data=lambda cfg: True,
+)
