@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
             "reproduce.pretrain.length",
             "exceeds the model preset's 48 positions",
         ),
-        ("reproduce.pretrain.length=40", "reproduce.pretrain.length", "must be >= 48 to hold a passkey"),
+        ("reproduce.pretrain.length=20", "reproduce.pretrain.length", "must be >= 28 to hold a passkey"),
         ("reproduce.finetune.tokens=0", "reproduce.finetune.tokens", "must be positive"),
         ("reproduce.finetune.tokens=100", "reproduce.finetune.tokens", "less than one step"),
         ("reproduce.synthetic.share=1.0", "reproduce.synthetic.share", "must be in [0, 1)"),
