@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test test-slow test-all test-gpu demo analyze reproduce bench bench-train lint format clean
+.PHONY: help install install-gpu test test-slow test-all test-gpu demo analyze reproduce bench bench-train gpu-check gpu-wheels lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -18,9 +18,11 @@ install: ## create $(VENV) and install pinned requirements and dprope (editable)
 	$(PIP) install -q --no-build-isolation -r requirements.txt
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
-install-gpu: install ## `install` plus the CUDA extras (.[gpu]): liger-kernel, and flash-attn compiled from source
-	# flash-attn's build imports the installed torch (no build isolation); MAX_JOBS bounds the compiler's memory
-	MAX_JOBS=$${MAX_JOBS:-4} $(PIP) install --no-build-isolation -e ".[gpu]"
+install-gpu: install ## `install` plus the CUDA extras (.[gpu]): liger-kernel, and flash-attn compiled for this machine's GPUs
+	# flash-attn's build imports the installed torch (no build isolation); it compiles for the GPUs
+	# present only (FLASH_ATTN_CUDA_ARCHS) with as many jobs as free memory allows (MAX_JOBS)
+	build_env=$$($(PY) scripts/flash_attn_build_env.py) && \
+	env $$build_env $(PIP) install --no-build-isolation -e ".[gpu]"
 
 # pytest exits 5 when a marker selection holds no test: not a failure here. --durations lists
 # the slowest tests after each run, so a test that grows slow shows.
@@ -40,14 +42,14 @@ test-gpu: ## the GPU tests (`gpu` marker; skipped without CUDA)
 test-all: ## every test this machine can run
 	$(PYTEST) -m "not gpu" || [ $$? -eq 5 ]
 
-demo: ## the main job on the embedded default: fine-tune the tiny model with DPRoPE on CPU, export it
-	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} $(PY) launch/train.py trainer.output_dir=outputs/demo
+demo: ## = python launch/train.py: fine-tune the tiny model with DPRoPE (GPU when present), export it (outputs/train/demo_tiny_dprope_s4.0)
+	$(PY) launch/train.py
 
 analyze: ## rotary-angle disturbance table for LLaMA-2-7B at s=4
 	$(PY) launch/analyze.py model=llama2_7b rope=dprope rope.factor=4
 
 reproduce: ## the paper's comparison at small scale, end to end (CPU preset; ARGS="reproduce=gpu" on a GPU)
-	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} $(PY) launch/reproduce.py $(ARGS)
+	$(PY) launch/reproduce.py $(ARGS)
 
 bench: ## benchmark scripts (each prints a table)
 	$(PY) scripts/bench_analysis.py
@@ -55,6 +57,16 @@ bench: ## benchmark scripts (each prints a table)
 
 bench-train: ## training speed and memory, HF Trainer vs dprope (GPU; ARGS="--smoke" on CPU)
 	$(PY) scripts/bench_train.py $(ARGS)
+
+# gpu-check runs on a machine where torch comes preinstalled: .venv's python when there is one
+GPU_CHECK_PYTHON ?= $(shell test -x $(PY) && echo $(PY) || echo python3)
+GPU_CHECK_OUT ?= outputs/gpu_check
+
+gpu-check: ## the whole GPU surface in <= 8 minutes on one H100/H200, summary in $(GPU_CHECK_OUT) (ARGS="--dry-run" on CPU)
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --output $(GPU_CHECK_OUT) $(ARGS)
+
+gpu-wheels: ## on a machine with network: the wheels gpu-check may lack, into wheels/ (ARGS="--python-version 3.12")
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --download-wheels wheels $(ARGS)
 
 lint: ## ruff lint and format check
 	$(PY) -m ruff check .

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,9 +32,11 @@ from dprope.config import ConfigError, first_line
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EXIT_CONFIG_ERROR = 2
 SCHEMA_GROUP = "schema"
-# Hydra's own command-line flags that take a value (`--cfg job`); any flag but -m/--multirun
-# leaves the command to Hydra unchecked (help, config printing, another config directory).
+# Hydra's own command-line flags checked here: -m/--multirun, and --config-dir/-cd DIR (a further
+# config directory, searched after configs/ as Hydra does); any other flag leaves the command to
+# Hydra unchecked (help, config printing, another primary config).
 _HYDRA_FLAGS = {"-m", "--multirun"}
+_CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
 def fail(message: str, code: int = EXIT_CONFIG_ERROR) -> None:
@@ -132,11 +135,21 @@ def _note_unread(config_name: str, sweep: str, keys: tuple[str, ...]) -> None:
     )
 
 
+def first_set(*values: Any) -> Any:
+    """The first value that is not null (``${dprope.first_set:${eval.output_dir},outputs/eval/...}``):
+    a run directory that is the configured output directory when one is set, so Hydra writes
+    nothing (``.hydra/``, the log) into ``outputs/`` of the current directory then."""
+    return next((v for v in values if v is not None), None)
+
+
 @functools.cache
 def register_schemas() -> None:
-    """Store every schema in Hydra's ConfigStore (once per process)."""
+    """Store every schema in Hydra's ConfigStore, and the configs' resolver (once per process)."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    if not OmegaConf.has_resolver("dprope.first_set"):
+        OmegaConf.register_new_resolver("dprope.first_set", first_set)
     store = ConfigStore.instance()
     for path, node in schemas().items():
         group, _, name = path.rpartition("/")
@@ -163,15 +176,38 @@ def describe(err: BaseException) -> str:
             return f"{group}: unknown option '{option}' (available: {', '.join(group_options(group))})"
     if isinstance(err, OverrideParseException):
         return f"overrides: {err.override}: {first_line(err)}"
+    syntax = yaml_syntax_error(err)
+    if syntax is not None:
+        return syntax
     text = first_line(err)
     if text.startswith("Could not override '"):  # a key that does not exist
         return f"{text.split(chr(39))[1]}: unknown key"
     if text.startswith("Could not delete from config. '"):
         return f"{text.split(chr(39))[1]}: cannot be deleted (only a config group can: ~logger)"
-    for cause in (err, err.__cause__):
+    for cause in (err, err.__cause__ or err.__context__):
         if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-            return str(omegaconf_error(cause))
+            preset = re.match(r"In '([^']+)': ", text)  # a bad value inside a preset: name it too
+            return str(omegaconf_error(cause)) + (f" (in {preset.group(1)})" if preset else "")
     return f"overrides: {text}"
+
+
+def yaml_syntax_error(err: BaseException) -> str | None:
+    """``<file>: YAML syntax error at line L, column C: <problem>`` for a config file that does
+    not parse (raised by the YAML parser itself, or inside Hydra's composition error), else None."""
+    import yaml
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, yaml.MarkedYAMLError):
+            mark = err.problem_mark or err.context_mark
+            what = err.problem or err.context or "not valid YAML"
+            if mark is None:
+                return f"config: YAML syntax error: {what}"
+            context = f" ({err.context})" if err.context and err.problem else ""
+            return f"{mark.name}: YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {what}{context}"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 @dataclass
@@ -179,15 +215,37 @@ class CommandLine:
     overrides: list[str]
     multirun: bool
     checked: bool  # False when a Hydra flag (help, --cfg, another config) leaves the command to Hydra
+    config_dir: str | None = None  # --config-dir DIR: a further config directory
 
 
 def split_command_line(argv: list[str]) -> CommandLine:
-    flags = [a for a in argv if a.startswith("-")]
+    overrides, flags, config_dir = [], [], None
+    args = iter(argv)
+    for arg in args:
+        name, equals, value = arg.partition("=")
+        if name in _CONFIG_DIR_FLAGS:
+            config_dir = value if equals else next(args, "")  # the last one counts, as in Hydra
+        elif arg.startswith("-"):
+            flags.append(arg)
+        else:
+            overrides.append(arg)
     return CommandLine(
-        overrides=[a for a in argv if not a.startswith("-")],
+        overrides=overrides,
         multirun=any(f in _HYDRA_FLAGS for f in flags),
         checked=all(f in _HYDRA_FLAGS for f in flags),
+        config_dir=config_dir,
     )
+
+
+def search_path_override(config_dir: str | None) -> list[str]:
+    """``--config-dir DIR`` as the override that puts DIR where Hydra puts it: after configs/,
+    before the schemas (``hydra.searchpath``). A missing DIR, or a file, is a ConfigError."""
+    if config_dir is None:
+        return []
+    from dprope.inputs import existing_dir
+
+    path = existing_dir(config_dir, "--config-dir").resolve()
+    return ["hydra.searchpath=['file://" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "']"]
 
 
 @contextlib.contextmanager
@@ -275,6 +333,7 @@ def check_jobs(
     Raises ConfigError naming the field (and, in a sweep, the point) on the first bad job.
     """
     line = split_command_line(argv)
+    line.overrides = search_path_override(line.config_dir) + line.overrides
     jobs: list[tuple[list[str], Any]] = []
     with hydra_context(config_name) as loader:
         if line.multirun:

@@ -33,13 +33,19 @@ def override_globals(module: torch.nn.Module, names: Mapping[str, Any]) -> bool:
     if "forward" in vars(module) and OVERRIDES not in vars(module):
         raise ValueError(f"{type(module).__name__} already has an instance forward of another origin")
     overrides = {**vars(module).get(OVERRIDES, {}), **names}
-    namespace = {**function.__globals__, **overrides}
+    module.forward = types.MethodType(with_globals(function, overrides), module)
+    vars(module)[OVERRIDES] = overrides
+    return True
+
+
+def with_globals(function: types.FunctionType, names: Mapping[str, Any]) -> types.FunctionType:
+    """A copy of ``function`` that sees ``names`` in place of those globals of its module."""
+    namespace = {**function.__globals__, **names}
+    code = function.__code__
     copy = types.FunctionType(code, namespace, function.__name__, function.__defaults__, function.__closure__)
     copy.__kwdefaults__ = function.__kwdefaults__
     functools.update_wrapper(copy, function)
-    module.forward = types.MethodType(copy, module)
-    vars(module)[OVERRIDES] = overrides
-    return True
+    return copy
 
 
 def global_overrides(module: torch.nn.Module) -> dict[str, Any]:

@@ -89,15 +89,6 @@ class ModelConfig:
         return compute_scaling(rope, self.geometry)
 
 
-def flash_attn_available() -> bool:
-    """FlashAttention-2 can run here: a CUDA device and the `flash_attn` package."""
-    import importlib.util
-
-    import torch
-
-    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
-
-
 def apply_rope(hf_config: Any, rope: RopeConfig, model: ModelConfig) -> RopeScaling:
     """Set a HF Llama-family config's native ``rope_parameters`` and ``max_position_embeddings``
     (= s * L) for a strategy; returns the strategy's result.

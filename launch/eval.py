@@ -36,7 +36,7 @@ def main(cfg, job: EvalJob) -> None:
         write_results(report, output_dir)
 
     report = run_suite(job.model, settings, job.data, on_result, job.rope)
-    figures = write_figures(report, job.model.name, output_dir) if settings.plots else []
+    figures = write_figures(report, report.model["name"], output_dir) if settings.plots else []
     for path in [*write_results(report, output_dir), *figures]:
         print(f"wrote: {path}")
 

@@ -21,9 +21,12 @@ from dprope.train.config import RunConfig
 
 @hydra_main("train", RunConfig.from_config)
 def main(cfg, run: RunConfig) -> None:
-    from dprope.train.loop import train  # DeepSpeed loads only once the whole command line checks
+    from dprope.train.notes import note
 
     logging.getLogger("dprope").setLevel(logging.INFO)
+    note("loading torch, transformers and DeepSpeed")
+    from dprope.train.loop import train  # DeepSpeed loads only once the whole command line checks
+
     code = train(run, OmegaConf.to_container(cfg, resolve=True))
     if code:  # a clean finish returns, so a multirun (local or SLURM) records it and goes on
         raise SystemExit(code)

@@ -1,8 +1,16 @@
 """The longest sequence a LLaMA-7B-shaped model trains one step at, per long-context option.
 
-    python scripts/bench_max_length.py                                   # plain, tiled, tiled+offload on 1 GPU
+    python scripts/bench_max_length.py --offload-optimizer               # plain, tiled, tiled+offload on 1 GPU
+    python scripts/bench_max_length.py --layers 8                        # the same with 8 of the 32 layers
     python scripts/bench_max_length.py --options sp --sp 8               # Ulysses SP=8 (+ tiling, offload)
     python scripts/bench_max_length.py --smoke                           # tiny model on CPU: the plumbing only
+
+Model states first: ZeRO-3 on one GPU keeps the bf16 weights, the float32 gradients, master
+weights and Adam moments of all 6.7B parameters there, 18 bytes each, about 113 GiB (DeepSpeed's
+`estimate_zero3_model_states_mem_needs`, printed before the search): more than an 80 GB GPU holds
+before any activation, so on one GPU use ``--offload-optimizer`` (ZeRO-Offload: everything but the
+bf16 weights on the CPU, about 13 GiB left on the GPU by the same estimate; the CPU step runs in DeepSpeed's CPU Adam,
+compiled from C++ on first use) or ``--layers N`` (a model of the 7B shape with N layers).
 
 Options (`dprope.train.long_context`, DeepSpeed ALST): ``plain`` (ZeRO-3, gradient checkpointing,
 bf16), ``tiled`` (+ TiledMLP and TiledFusedLogitsLoss), ``tiled+offload`` (+ checkpoint inputs
@@ -70,15 +78,25 @@ def longest_fitting(
     return low * granule, attempts
 
 
-def compose_run(option: str, length: int, smoke: bool, world_size: int):
-    """The training run an attempt plans: the model preset with random weights, PI from L up to
-    ``length``, ZeRO-3 with gradient checkpointing, one sequence per rank and step (SP turns x
-    replicas), and the option's long-context settings."""
+def compose_run(
+    option: str,
+    length: int,
+    smoke: bool,
+    world_size: int,
+    layers: int | None = None,
+    offload_optimizer: bool = False,
+):
+    """The training run an attempt plans: the model preset with random weights (``layers``
+    decoder layers, else the preset's), PI from L up to ``length``, ZeRO-3 with gradient
+    checkpointing (the optimizer on the CPU with ``offload_optimizer``), one sequence per rank and
+    step (SP turns x replicas), and the option's long-context settings."""
     from dprope.cli import compose_config
     from dprope.train.config import RunConfig
 
     sequence_parallel = world_size if option == "sp" else 1
     model = ["model=tiny"] if smoke else ["model=llama2_7b", "model.pretrained=null", "model.tokenizer=byte"]
+    if layers is not None:
+        model.append(f"model.num_hidden_layers={layers}")
     cfg = compose_config(
         "train",
         [
@@ -93,6 +111,7 @@ def compose_run(option: str, length: int, smoke: bool, world_size: int):
             f"trainer.sequence_parallel_size={sequence_parallel}",
             f"trainer.tiled_compute={option != 'plain'}",
             f"trainer.offload_activations={option in ('tiled+offload', 'sp')}",
+            f"trainer.offload_optimizer={offload_optimizer}",
             "trainer.export=false",
             "trainer.save_every=0",
         ],
@@ -101,7 +120,44 @@ def compose_run(option: str, length: int, smoke: bool, world_size: int):
     return RunConfig.from_config(cfg)
 
 
-def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | None) -> dict:
+def model_states_gib(run, world_size: int) -> dict:
+    """What ZeRO-3's model states take per rank (GiB), by DeepSpeed's own estimate
+    (`estimate_zero3_model_states_mem_needs`: weights, gradients, fp32 master weights and Adam
+    moments, 18 bytes per parameter over the GPUs, or 2 on the GPU with the optimizer offloaded),
+    counted on a meta-device model of the run's shape."""
+    import torch
+
+    from dprope.accelerator import name_deepspeed_accelerator
+
+    name_deepspeed_accelerator()
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from transformers import AutoModelForCausalLM
+
+    from dprope.train.plan import plan_training
+
+    hf_config = plan_training(run.model, run.rope, run.trainer, run.data.max_length, world_size).hf_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    total = sum(p.numel() for p in model.parameters())
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
+        total,
+        largest,
+        num_gpus_per_node=world_size,
+        cpu_offload=run.trainer.offload_optimizer,
+        cpu_offload_params=False,
+    )
+    return {"parameters": total, "gpu_gib": gpu / 2**30, "cpu_gib": cpu / 2**30}
+
+
+def attempt(
+    option: str,
+    length: int,
+    smoke: bool,
+    memory_limit_gib: float | None,
+    layers: int | None = None,
+    offload_optimizer: bool = False,
+) -> dict:
     """One warm-up and one timed training step at ``length`` in this process (every rank)."""
     import torch
 
@@ -112,7 +168,7 @@ def attempt(option: str, length: int, smoke: bool, memory_limit_gib: float | Non
     from dprope.train.stepper import Stepper
 
     world_size = expected_world_size()
-    run = compose_run(option, length, smoke, world_size)
+    run = compose_run(option, length, smoke, world_size, layers, offload_optimizer)
     plan = plan_run(run, world_size)  # the trainer's checks and choices: kernels, attention, transforms
     runtime = init_distributed()
     sequence_parallel = run.trainer.sequence_parallel_size
@@ -180,9 +236,16 @@ def run_attempt(option: str, length: int, args) -> dict:
         command.append("--smoke")
     if args.memory_limit_gib is not None:
         command += ["--memory-limit-gib", str(args.memory_limit_gib)]
+    if args.layers is not None:
+        command += ["--layers", str(args.layers)]
+    if args.offload_optimizer:
+        command.append("--offload-optimizer")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     if args.smoke:
-        env.setdefault("DS_ACCELERATOR", "cpu")
+        from dprope.accelerator import cpu_only_environment
+
+        env = cpu_only_environment(env)
         env.setdefault("OMP_NUM_THREADS", "1")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -191,6 +254,26 @@ def run_attempt(option: str, length: int, args) -> dict:
     if "out of memory" in (done.stdout + done.stderr).lower():
         return {"ok": False, "reason": "out of memory"}
     raise SystemExit(f"error: attempt {option} at {length} failed:\n{done.stderr[-3000:]}")
+
+
+def describe_model_states(states: dict, world_size: int, offload_optimizer: bool) -> str:
+    """One line: what the model states take per GPU, and whether the GPU can hold them."""
+    where = "optimizer offloaded to the CPU" if offload_optimizer else "optimizer on the GPU"
+    line = (
+        f"model states ({states['parameters']:,} parameters, ZeRO-3 on {world_size} GPU(s), "
+        f"{where}; DeepSpeed's estimate): {states['gpu_gib']:.1f} GiB per GPU, "
+        f"{states['cpu_gib']:.1f} GiB of CPU memory"
+    )
+    import torch
+
+    from dprope import accelerator
+
+    if accelerator.on_cuda():
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        line += f"; the GPU has {total:.1f} GiB"
+        if states["gpu_gib"] >= total:
+            line += ": no length fits, use --offload-optimizer or --layers"
+    return line
 
 
 def search(option: str, args) -> dict:
@@ -220,19 +303,46 @@ def main() -> None:
     parser.add_argument(
         "--memory-limit-gib", type=float, default=None, help="peak memory above this = no fit"
     )
+    parser.add_argument(
+        "--layers", type=int, default=None, help="decoder layers of the 7B shape (default: its 32)"
+    )
+    parser.add_argument(
+        "--offload-optimizer",
+        action="store_true",
+        help="ZeRO-Offload: optimizer states, fp32 weights and the step on the CPU",
+    )
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU, lengths 64..256")
     parser.add_argument("--child", nargs=2, metavar=("OPTION", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = attempt(args.child[0], int(args.child[1]), args.smoke, args.memory_limit_gib)
+        result = attempt(
+            args.child[0],
+            int(args.child[1]),
+            args.smoke,
+            args.memory_limit_gib,
+            args.layers,
+            args.offload_optimizer,
+        )
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps(result), flush=True)
         return
     if args.smoke:
         args.min_length, args.max_length, args.granule = 64, 256, 64
         args.sp = 2
+        from dprope.accelerator import cpu_only_environment
+
+        os.environ.update(cpu_only_environment())
+    states = {}
+    for world_size in sorted({args.sp if option == "sp" else 1 for option in args.options}):
+        run = compose_run(
+            "plain", args.min_length, args.smoke, world_size, args.layers, args.offload_optimizer
+        )
+        states[world_size] = model_states_gib(run, world_size)
+        print(describe_model_states(states[world_size], world_size, args.offload_optimizer), flush=True)
     summaries = [search(option, args) for option in args.options]
+    for summary in summaries:
+        summary["model_states"] = states[args.sp if summary["option"] == "sp" else 1]
     print(
         f"\n{'option':<14} {'max length':>10} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9}  kernels, attention"
     )

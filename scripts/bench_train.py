@@ -136,7 +136,7 @@ def _run_hf_trainer(spec: dict) -> dict:
 
     plan, rows, runtime = _setup(spec)
     trainer = plan.trainer
-    cuda = torch.cuda.is_available()
+    cuda = runtime.device.type == "cuda"
     model = build_model(plan.model, plan.hf_config, plan.precision, plan.implementation, trainer.seed)
     params = non_embedding_parameters(model)
     times = []
@@ -196,7 +196,9 @@ def _peak_memory() -> tuple[float, float | None]:
 
     import torch
 
-    if torch.cuda.is_available():
+    from dprope.accelerator import on_cuda
+
+    if on_cuda():
         return torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, None
 
@@ -256,6 +258,7 @@ def run_one(spec: dict, timeout: float) -> dict:
     if reason is not None:
         return {"config": spec["config"], "seq": spec["seq"], "skipped": reason}
     env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("WANDB_MODE", "disabled")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -275,6 +278,8 @@ def run_one(spec: dict, timeout: float) -> dict:
 def environment() -> dict:
     import torch
 
+    from dprope.accelerator import on_cuda
+
     versions = {}
     for package in ("torch", "transformers", "deepspeed", "liger-kernel", "flash-attn"):
         try:
@@ -283,7 +288,7 @@ def environment() -> dict:
             versions[package] = "not installed"
     device = (
         torch.cuda.get_device_name()
-        if torch.cuda.is_available()
+        if on_cuda()
         else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     )
     return {"device": device, "date": datetime.date.today().isoformat(), "versions": versions}
@@ -356,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_PREFIX + json.dumps(worker(spec)), flush=True)
         return 0
 
+    if args.smoke:  # the tiny preset on the CPU, in this process and in every worker
+        from dprope.accelerator import cpu_only_environment
+
+        os.environ.update(cpu_only_environment())
     model = "tiny" if args.smoke else args.model
     layers, seqs = (2, [128]) if args.smoke else (args.layers, args.seq)
     steps, warmup = (2, 1) if args.smoke else (args.steps, args.warmup)

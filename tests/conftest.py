@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
 # Under pytest-xdist (`make test`), the workers share the cores: each worker's torch, and each
 # process a test starts, gets its share of OpenMP threads instead of one per core (more threads
 # than cores spin and slow every worker down).
@@ -25,6 +24,37 @@ if _WORKERS > 1:
 
 
 DIST_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def selects_gpu_tests(markexpr: str) -> bool:
+    """Whether a ``-m`` expression can select a test marked `gpu` (alone or also `slow`)."""
+    if not markexpr:
+        return True
+    from _pytest.mark.expression import Expression
+
+    expression = Expression.compile(markexpr)
+    return any(
+        expression.evaluate(lambda name, marks=marks, **kwargs: name in marks)
+        for marks in ({"gpu"}, {"gpu", "slow"})
+    )
+
+
+def pytest_configure(config):
+    """Where this process computes, decided before anything touches CUDA: a run whose ``-m``
+    leaves the `gpu` tests out (`make test`, `make test-slow`) is a CPU run and gets the GPU
+    hidden; otherwise (`make test-gpu`) the GPU stays visible. DeepSpeed's accelerator is named
+    ``cpu`` only where no GPU is visible (`dprope.accelerator`)."""
+    if not selects_gpu_tests(config.option.markexpr):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from dprope.accelerator import name_deepspeed_accelerator
+
+    name_deepspeed_accelerator()
+
+
+def pytest_report_header(config):
+    from dprope.accelerator import device_type
+
+    return f"dprope: computing on {device_type()} (DS_ACCELERATOR={os.environ.get('DS_ACCELERATOR')})"
 
 
 @pytest.fixture(autouse=True)
@@ -104,12 +134,12 @@ def byte_tokenizer():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests where no CUDA device is present."""
-    import torch
+    """Skip `gpu` tests where this process does not compute on CUDA."""
+    from dprope.accelerator import on_cuda
 
-    if torch.cuda.is_available():
+    if on_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:  # the marker, not a keyword (a folder named gpu)
             item.add_marker(skip)

@@ -100,6 +100,9 @@ def build_train_dataset(
             cache.check_key(cfg, path, meta, key, tokenizer_name)
             log.info("data: reusing %s (%d tokens)", path, meta["num_tokens"])
             return PackedDataset(path, num_sequences, from_cache=True)
+        log.info(
+            "data: tokenizing split %r into %s (once for these settings; later runs reuse it)", split, path
+        )
         documents = load_documents(cfg, split, split_field, streaming=False)
         with cache.staging(path) as partial:
             meta = {"key": key, "tokenizer_name": tokenizer_name, "pad_id": pad_id(tokenizer)}

@@ -9,7 +9,9 @@ result has a single column, ``text``. Downloads and `datasets`' Arrow copies go 
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import json
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 from dprope.config import ConfigError, first_line
 from dprope.data.config import DataConfig
 from dprope.data.embedded import EMBEDDED_SPLITS, embedded_dataset, embedded_files
+from dprope.inputs import TEXT_HEAD, check_text, existing_file
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +54,13 @@ def resolve_files(cfg: DataConfig, split: str, split_field: str) -> list[Path]:
             matches = sorted(glob.glob(expanded, recursive=True))
             if not matches:
                 raise ConfigError("data.paths", f"{pattern!r} matches no file")
-            files.extend(Path(m) for m in matches)
-        elif not Path(expanded).is_file():
-            raise ConfigError("data.paths", f"no such file: {pattern}")
+            files.extend(existing_file(m, "data.paths") for m in matches)  # a directory is named
+        elif Path(expanded).is_dir():
+            raise ConfigError(
+                "data.paths", f"{pattern} is a directory, not a file (list its files: '{pattern}/*.txt')"
+            )
         else:
-            files.append(Path(expanded))
+            files.append(existing_file(expanded, "data.paths"))
     for path in files:
         if path.suffix.lower() not in BUILDERS:
             raise ConfigError("data.paths", f"{path.name}: unsupported file type (use {', '.join(BUILDERS)})")
@@ -71,10 +76,72 @@ def _is_empty(path: Path) -> bool:
     if path.stat().st_size == 0:
         return True
     if path.suffix.lower() == ".parquet":
+        return parquet_metadata(path).num_rows == 0
+    return False
+
+
+def parquet_metadata(path: Path):
+    """A Parquet file's footer, or a ConfigError naming the file when it cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path)
+    except Exception as err:  # ArrowInvalid, OSError: truncated, damaged or not Parquet at all
+        raise ConfigError("data.paths", f"{path}: not a readable Parquet file ({first_line(err)})") from None
+
+
+def check_files(files: list[Path], streaming: bool) -> None:
+    """Every text file (.txt, .jsonl, .json) is UTF-8 text, no binary file: the whole file when
+    the split is loaded (`datasets` reads it all anyway), its first 64 KiB when streamed (a bad
+    byte further in is found when the stream reaches it)."""
+    for path in files:
+        if BUILDERS[path.suffix.lower()] != "parquet":
+            check_text(path, "data.paths", TEXT_HEAD if streaming else None)
+
+
+@contextlib.contextmanager
+def _builder_errors_reported_here():
+    """The `datasets` file builders log a file they fail on, then raise; the raise becomes one
+    ConfigError naming the file (`_unreadable_file`), so their log line would say it twice."""
+    builders = logging.getLogger("datasets.packaged_modules")
+    level = builders.level
+    builders.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        builders.setLevel(level)
+
+
+def _unreadable_file(files: list[str], builder: str) -> ConfigError | None:
+    """After `datasets` failed on ``files`` together: the first one that fails alone, named."""
+    for name in files:
+        try:
+            _read_alone(Path(name), builder)
+        except ConfigError as err:
+            return err
+        except Exception as err:  # whatever the reader raises, the file is what to name
+            return ConfigError("data.paths", f"{name}: cannot be read as {builder} ({first_line(err, True)})")
+    return None
+
+
+def _read_alone(path: Path, builder: str) -> None:
+    """Read one file as ``builder`` would: Parquet in full; JSON as JSON lines, or as one document."""
+    if builder == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_metadata(path).num_rows == 0
-    return False
+        pq.ParquetFile(path).read()
+    elif builder == "json":
+        text = path.read_text(encoding="utf-8")
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                if line.strip():
+                    json.loads(line)
+            except json.JSONDecodeError as err:
+                try:
+                    json.loads(text)  # a .json file may be one document
+                except json.JSONDecodeError:
+                    raise ConfigError("data.paths", f"{path}:{number}: not valid JSON ({err.msg})") from None
+                return
 
 
 def source_fingerprint(cfg: DataConfig, split: str, split_field: str) -> dict[str, Any]:
@@ -107,7 +174,9 @@ def load_documents(cfg: DataConfig, split: str, split_field: str, streaming: boo
     elif cfg.source == "embedded":
         dataset = embedded_dataset([str(p) for p in resolve_files(cfg, split, split_field)], streaming)
     else:
-        dataset = _load_files(cfg, resolve_files(cfg, split, split_field), streaming)
+        files = resolve_files(cfg, split, split_field)
+        check_files(files, streaming)
+        dataset = _load_files(cfg, files, streaming)
     if cfg.max_documents is not None:
         dataset = (
             dataset.take(cfg.max_documents)
@@ -162,15 +231,21 @@ def _load_files(cfg: DataConfig, files: list[Path], streaming: bool):
     for builder, data_files in by_builder.items():
         options: dict[str, Any] = {"sample_by": "document"} if builder == "text" else {}
         try:
-            part = datasets.load_dataset(
-                builder,
-                data_files={"train": data_files},
-                split="train",
-                streaming=streaming,
-                cache_dir=str(cfg.cache_root / "datasets"),
-                **options,
-            )
-        except Exception as err:  # a malformed file: name the field, not the parser's internals
+            with _builder_errors_reported_here():
+                part = datasets.load_dataset(
+                    builder,
+                    data_files={"train": data_files},
+                    split="train",
+                    streaming=streaming,
+                    cache_dir=str(cfg.cache_root / "datasets"),
+                    **options,
+                )
+                if streaming:  # a stream reads its files only when iterated: its first rows, here
+                    next(iter(part), None)
+        except Exception as err:  # a malformed file: name the field and the file, not the parser's internals
+            named = _unreadable_file(data_files, builder)
+            if named is not None:
+                raise named from None
             cause = err.__cause__ or err
             raise ConfigError(
                 "data.paths", f"cannot read the {builder} files: {first_line(cause, with_type=True)}"
@@ -190,4 +265,31 @@ def _text_column(dataset, cfg: DataConfig, where: str):
         raise ConfigError(
             "data.text_field", f"no column {cfg.text_field!r} in {where} (columns: {list(columns)})"
         )
-    return dataset.select_columns([cfg.text_field])
+    dataset = dataset.select_columns([cfg.text_field])
+    _check_strings(dataset, cfg.text_field, where)
+    return dataset
+
+
+def _check_strings(dataset, name: str, where: str) -> None:
+    """The text column holds strings only: its type when `datasets` knows it (a JSON field of
+    mixed types is a ``Json`` column), and, for a loaded split, no missing value. The first
+    offending row is named where a loaded split allows it."""
+    import datasets
+
+    feature = (dataset.features or {}).get(name)
+    if feature is None or (
+        isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+    ):
+        if isinstance(dataset, datasets.Dataset) and dataset.data.column(name).null_count:
+            row = dataset.data.column(name).to_pylist().index(None)
+            raise ConfigError("data.text_field", f"{name!r} of {where} is missing in row {row} (null)")
+        return
+    kind = (
+        f"{feature.dtype} values" if isinstance(feature, datasets.Value) else "JSON values of several types"
+    )
+    if isinstance(dataset, datasets.Dataset):
+        for i, value in enumerate(dataset[name]):
+            if not isinstance(value, str):
+                kind = f"row {i} holds {type(value).__name__} {json.dumps(value)[:40]}"
+                break
+    raise ConfigError("data.text_field", f"{name!r} of {where} must hold strings ({kind})")

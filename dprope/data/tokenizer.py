@@ -47,12 +47,16 @@ def load_tokenizer(name_or_path: str, field: str = "model.tokenizer"):
     from transformers import AutoTokenizer
 
     path = local_path(name_or_path)
+    if path is not None and path.is_file():
+        raise ConfigError(field, f"{name_or_path} is a file, not a tokenizer directory")
     if path is not None and not path.is_dir():
         raise ConfigError(field, f"no tokenizer directory at {name_or_path}")
     try:
         return AutoTokenizer.from_pretrained(str(path) if path is not None else name_or_path)
-    except (OSError, ValueError) as err:
-        raise ConfigError(field, f"cannot load tokenizer {name_or_path!r}: {first_line(err)}") from None
+    except (
+        Exception
+    ) as err:  # OSError, ValueError, and the Rust parser's bare Exception on a damaged tokenizer.json
+        raise ConfigError(field, f"cannot load tokenizer {name_or_path!r}: {first_line(err, True)}") from None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from dprope.config import ConfigError
 from dprope.eval.common import EvalContext, check_length, markdown_table, mean
+from dprope.eval.offline import check_task_data
 
 
 @dataclass
@@ -79,6 +80,7 @@ def index_tasks(cfg: LmEvalConfig, ctx: EvalContext, field_name: str):
     for i, task in enumerate(cfg.tasks):
         if task.name not in known:
             raise ConfigError(f"{field_name}.tasks[{i}].name", f"unknown lm-eval task {task.name!r}")
+    check_task_data(manager, [t.name for t in cfg.tasks], f"{field_name}.tasks")  # offline: cached?
     return manager
 
 

@@ -17,14 +17,18 @@ config, so the evaluated model is exactly what an export of the untrained strate
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dprope.config import ConfigError, first_line, local_path
 from dprope.data.tokenizer import load_tokenizer
-from dprope.model import ModelConfig, apply_rope, flash_attn_available
+from dprope.inputs import check_safetensors
+from dprope.model import ModelConfig, apply_rope
 from dprope.rope.registry import RopeConfig
+
+log = logging.getLogger(__name__)
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 
@@ -66,12 +70,15 @@ def resolve_checkpoint(model: ModelConfig, rope: RopeConfig | None = None) -> Ch
         raise ConfigError("model.pretrained", "must be set to a model directory or hub id to evaluate")
     path = local_path(name)
     if path is not None:
+        if path.is_file():
+            raise ConfigError("model.pretrained", f"{name} is a file, not a model directory")
         if not path.is_dir():
             raise ConfigError("model.pretrained", f"no model directory at {name}")
         if not (path / "config.json").is_file():
             raise ConfigError("model.pretrained", f"no config.json in {name}")
         if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
             raise ConfigError("model.pretrained", f"no weights (*.safetensors or *.bin) in {name}")
+        check_safetensors(path, "model.pretrained")  # a truncated weight file, from its header
         source = str(path)
     else:
         source = name
@@ -132,14 +139,24 @@ def apply_strategy(checkpoint: Checkpoint, rope: RopeConfig, model: ModelConfig)
 
 
 def resolve_device(device: str | None) -> str:
-    import torch
+    """``device``, else the process's accelerator (`dprope.accelerator`: cuda or cpu)."""
+    from dprope.accelerator import device_type
 
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return device or device_type()
 
 
 def attention_implementation(device: str) -> str:
-    """FlashAttention-2 where it can run (the package imports and the device is CUDA), else SDPA."""
-    return "flash_attention_2" if device.startswith("cuda") and flash_attn_available() else "sdpa"
+    """FlashAttention-2 where it can run (`dprope.accelerator.flash_attn_problem`) and the device
+    is CUDA, else SDPA (with the reason logged)."""
+    from dprope.accelerator import flash_attn_problem
+
+    if not device.startswith("cuda"):
+        return "sdpa"
+    problem = flash_attn_problem()
+    if problem is None:
+        return "flash_attention_2"
+    log.info("attention: sdpa (flash-attn not used: %s)", problem)
+    return "sdpa"
 
 
 def load_eval_tokenizer(checkpoint: Checkpoint):

@@ -40,22 +40,29 @@ def report_dict(report: EvalReport) -> dict[str, Any]:
 
 def report_markdown(report: EvalReport) -> str:
     model = report.model
-    lines = [
-        f"# Evaluation: {model['name']}",
-        "",
-        markdown_table(
-            ["pretrained", "max_position_embeddings", "device", "dtype", "attention"],
-            [
+    if model.get("rescored"):  # no model ran: the header names the predictions scored
+        lines = [
+            f"# Re-scored predictions: {model['name']}",
+            "",
+            markdown_table(["benchmark", "predictions"], [[b, d] for b, d in model["predictions"].items()]),
+        ]
+    else:
+        lines = [
+            f"# Evaluation: {model['name']}",
+            "",
+            markdown_table(
+                ["pretrained", "max_position_embeddings", "device", "dtype", "attention"],
                 [
-                    model["pretrained"],
-                    model["max_position_embeddings"],
-                    model["device"],
-                    model["dtype"],
-                    model["attn_implementation"],
-                ]
-            ],
-        ),
-    ]
+                    [
+                        model["pretrained"],
+                        model["max_position_embeddings"],
+                        model["device"],
+                        model["dtype"],
+                        model["attn_implementation"],
+                    ]
+                ],
+            ),
+        ]
     for name, result in report.benchmarks.items():
         lines += ["", f"## {BENCHMARKS[name].display.title}", "", result.markdown]
     return "\n".join(lines) + "\n"

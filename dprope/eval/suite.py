@@ -160,12 +160,16 @@ def run_suite(
 
 
 def _rescore(model_cfg, settings: EvalConfig, on_result) -> EvalReport:
-    """Every selected benchmark scores saved predictions: no checkpoint, tokenizer or model."""
+    """Every selected benchmark scores saved predictions: no checkpoint, tokenizer or model.
+
+    The model preset plays no part, so the report names the predictions instead
+    (`predictions_name`) and lists where each benchmark's predictions came from."""
     selected = settings.selected()
     prepared = {benchmark.name: benchmark.prepare(cfg, Inputs(None, None)) for benchmark, cfg in selected}
+    sources = {benchmark.name: getattr(cfg, "predictions_dir", None) for benchmark, cfg in selected}
     report = EvalReport(
         model={
-            "name": model_cfg.name,
+            "name": predictions_name(next(d for d in sources.values() if d)),
             "pretrained": None,
             "tokenizer": None,
             "max_position_embeddings": None,
@@ -173,6 +177,7 @@ def _rescore(model_cfg, settings: EvalConfig, on_result) -> EvalReport:
             "dtype": None,
             "attn_implementation": None,
             "rescored": True,
+            "predictions": sources,
         },
         settings=asdict(settings),
     )
@@ -181,6 +186,22 @@ def _rescore(model_cfg, settings: EvalConfig, on_result) -> EvalReport:
         if on_result is not None:
             on_result(report)
     return report
+
+
+def predictions_name(directory: str) -> str:
+    """What re-scored predictions are called: their directory's name (the official layout is
+    ``pred_e/<model>/<dataset>.jsonl``), or, for an evaluation run's own ``<run>/<benchmark>/``
+    folder, the model that run recorded in its results.json."""
+    import json
+    from pathlib import Path
+
+    path = Path(directory).expanduser().resolve()
+    if path.name in BENCHMARKS:
+        try:
+            return str(json.loads((path.parent / "results.json").read_text())["model"]["name"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return path.parent.name
+    return path.name
 
 
 def _plain(value: Any) -> Any:

@@ -112,7 +112,9 @@ def _probabilities(logits: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
 def measure(model: torch.nn.Module, settings: PrecisionConfig, vocab_size: int) -> PrecisionResult:
     """Run the shift measurement; ``model`` is a float32 Llama-family causal LM (not modified)."""
     _register_probe()
-    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from dprope.accelerator import device_type
+
+    device = torch.device(settings.device or device_type())
     generator = torch.Generator().manual_seed(settings.seed)
     ids = torch.randint(3, vocab_size, (1, settings.length), generator=generator).to(device)
     edges = torch.linspace(0, settings.length, settings.buckets + 1).round().long()

@@ -28,15 +28,18 @@ A new mode is one class here (or in a file of its own) and one line of `ATTENTIO
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from dprope import accelerator
 from dprope.config import ConfigError
 from dprope.data.sampler import collate_packed
 from dprope.data.segments import ANCHOR, DOCUMENT, SegmentLayout, collate_segments
-from dprope.model import flash_attn_available
+
+log = logging.getLogger(__name__)
 
 Batch = dict[str, Any]
 Collate = Callable[[list[dict[str, Any]]], Batch]
@@ -67,15 +70,26 @@ def document_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     return (same & causal)[:, None]
 
 
-def document_block_mask(segment_ids: torch.Tensor):
-    """The FlexAttention `BlockMask` of `document_mask`, built on the segment ids' device."""
+@functools.cache
+def _compiled_create_block_mask():
     from torch.nn.attention.flex_attention import create_block_mask
+
+    return torch.compile(create_block_mask)
+
+
+def document_block_mask(segment_ids: torch.Tensor):
+    """The FlexAttention `BlockMask` of `document_mask`, built on the segment ids' device.
+
+    Built compiled, as transformers builds its own flex masks: the mask function is then
+    evaluated block by block and the (batch, seq, seq) mask never exists, so building costs
+    O(blocks) memory; eagerly, `create_block_mask` materialises it (about 10 bytes per query-key
+    pair). Compiled once per shape."""
 
     def visible(b, h, q, k):
         return (segment_ids[b, q] == segment_ids[b, k]) & (k <= q)
 
     batch, seq = segment_ids.shape
-    return create_block_mask(visible, batch, None, seq, seq, device=segment_ids.device)
+    return _compiled_create_block_mask()(visible, batch, None, seq, seq, device=segment_ids.device)
 
 
 def additive_document_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -206,13 +220,17 @@ ATTENTION_MODES: dict[str, AttentionMode] = {"causal": Causal(), "document": Doc
 
 def resolve_implementation(requested: str, mode: AttentionMode) -> str:
     """The attention kernel transformers runs: ``requested``, or for ``auto`` flash_attention_2
-    when flash-attn imports (and a GPU is present), else the mode's own choice."""
+    where it can run (`dprope.accelerator.flash_attn_problem`), else the mode's own choice, with
+    the reason flash-attn could not run logged."""
+    problem = accelerator.flash_attn_problem()
     if requested != "auto":
-        if requested == "flash_attention_2" and not flash_attn_available():
+        if requested == "flash_attention_2" and problem is not None:
             raise ConfigError(
-                "trainer.attn_implementation", "flash_attention_2 needs flash-attn and a CUDA GPU"
+                "trainer.attn_implementation", f"flash_attention_2 needs flash-attn and a CUDA GPU: {problem}"
             )
         return requested
-    if flash_attn_available():
+    if problem is None:
         return "flash_attention_2"
-    return mode.auto_implementation(torch.cuda.is_available())
+    chosen = mode.auto_implementation(accelerator.on_cuda())
+    log.info("attention %s: %s (flash-attn not used: %s)", mode.name, chosen, problem)
+    return chosen

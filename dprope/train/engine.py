@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dprope import accelerator
 from dprope.config import ConfigError, first_line, local_path
+from dprope.inputs import check_safetensors
 from dprope.model import ModelConfig, apply_rope
 from dprope.rope.registry import RopeConfig
 from dprope.rope.strategies import RopeScaling
@@ -82,16 +84,43 @@ def silence_collective_deprecations() -> None:
     )
 
 
+@contextlib.contextmanager
+def without_inference_comm_op():
+    """Start DeepSpeed's communication backend without its shared-memory all-reduce op.
+
+    On the CPU accelerator, `deepspeed.init_distributed` probes which of DeepSpeed's C++ ops this
+    machine could build (compiling a test program: the two ``gcc ... test.c`` lines) and then
+    builds or loads ``deepspeed_shm_comm`` (``... built successfully``; a JIT compile of minutes
+    on a first run). That op serves only ``inference_all_reduce``, DeepSpeed's tensor-parallel
+    inference; training never calls it, and without it DeepSpeed uses torch.distributed's
+    all-reduce there. The op's builder is replaced for the duration of this call only (the
+    backend created here keeps no op); nothing else of DeepSpeed changes.
+    """
+    import importlib
+
+    # the module itself: `import deepspeed.comm.torch as m` gives torch (deepspeed.comm's attribute)
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    build = ds_torch.build_shm_op
+    ds_torch.build_shm_op = lambda: None
+    try:
+        yield
+    finally:
+        ds_torch.build_shm_op = build
+
+
 def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     """Join (or, under plain `python`, create) the process group.
 
     Works under `deepspeed`, `torchrun` and `srun` (their environment names rank and world size)
-    and under plain `python` (a group of one). gloo on CPU, nccl on GPU. ``timeout_minutes``
+    and under plain `python` (a group of one). The device, nccl or gloo, and DeepSpeed's
+    accelerator all come from `dprope.accelerator`. ``timeout_minutes``
     bounds every collective, including the barriers where ranks wait for rank 0 to build the data
     cache, convert a checkpoint or write a checkpoint (`trainer.dist_timeout_minutes`).
     """
+    accelerator.name_deepspeed_accelerator()
     import deepspeed
 
+    accelerator.check_deepspeed_agrees()
     silence_collective_deprecations()
     if "RANK" not in os.environ and "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
         os.environ.update(
@@ -104,17 +133,25 @@ def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     os.environ.setdefault("LOCAL_RANK", "0")
-    cuda = torch.cuda.is_available()
     local_rank = int(os.environ["LOCAL_RANK"])
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    deepspeed.init_distributed(
-        dist_backend="nccl" if cuda else "gloo",
-        auto_mpi_discovery=False,
-        timeout=datetime.timedelta(minutes=timeout_minutes),
-    )
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    device = accelerator.device(local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    with without_inference_comm_op():
+        deepspeed.init_distributed(
+            dist_backend=accelerator.backend(),
+            auto_mpi_discovery=False,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+        )
     return Runtime(int(os.environ["RANK"]), local_rank, int(os.environ["WORLD_SIZE"]), device)
+
+
+def optimizer_choice(cpu: bool, offload_optimizer: bool) -> dict[str, Any]:
+    """DeepSpeed's AdamW parameters that pick the implementation (see `deepspeed_config`):
+    torch's AdamW (fused on CUDA), or DeepSpeed's CPU Adam under ZeRO-Offload."""
+    if offload_optimizer:
+        return {"torch_adam": False}
+    return {"torch_adam": True} if cpu else {"torch_adam": True, "fused": True}
 
 
 def deepspeed_config(
@@ -127,8 +164,14 @@ def deepspeed_config(
     gradient into it, instead of summing up to 64 micro-batches in bf16 (8 significant bits).
     fp32 runs accumulate in fp32 anyway. ``load_universal``: the resume loads a universal
     checkpoint (saved on another world size).
+
+    The optimizer is torch's AdamW (DeepSpeed's ``torch_adam``), fused on CUDA: it needs no
+    compilation at run time, where DeepSpeed's own FusedAdam is built on first use with ``nvcc``
+    (the CUDA toolkit of torch's CUDA version) and ``ninja``. Under ZeRO-Offload
+    (``trainer.offload_optimizer``) the step runs on the CPU in DeepSpeed's CPU Adam, which
+    DeepSpeed compiles once per machine from C++ (a C++ compiler and ``ninja``, no CUDA toolkit).
     """
-    cpu = not torch.cuda.is_available()
+    cpu = not accelerator.on_cuda()
     zero: dict[str, Any] = {"stage": trainer.zero_stage}
     if trainer.zero_stage == 3:
         zero.update(
@@ -151,8 +194,7 @@ def deepspeed_config(
                 "betas": list(trainer.betas),
                 "eps": trainer.eps,
                 "weight_decay": trainer.weight_decay,
-                # DeepSpeed's fused Adam is CUDA-only; torch's AdamW on CPU (ZeRO-Offload uses DeepSpeedCPUAdam)
-                "torch_adam": cpu and not trainer.offload_optimizer,
+                **optimizer_choice(cpu, trainer.offload_optimizer),
             },
         },
         "zero_optimization": zero,
@@ -181,12 +223,17 @@ def deepspeed_config(
 
 
 def check_pretrained(model: ModelConfig) -> None:
-    """A local-looking ``model.pretrained`` must be a directory holding a config (before any load)."""
+    """A local-looking ``model.pretrained`` must be a directory holding a config and whole
+    safetensors files (before any load)."""
     if model.pretrained is None:
         return
     path = local_path(model.pretrained)
+    if path is not None and path.is_file():
+        raise ConfigError("model.pretrained", f"{model.pretrained} is a file, not a model directory")
     if path is not None and not (path / "config.json").is_file():
         raise ConfigError("model.pretrained", f"no model directory (config.json) at {model.pretrained}")
+    if path is not None:
+        check_safetensors(path, "model.pretrained")  # a truncated weight file, from its header
 
 
 def model_hf_config(model: ModelConfig, rope: RopeConfig) -> tuple[Any, RopeScaling]:

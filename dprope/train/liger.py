@@ -5,7 +5,10 @@ DeepSpeed wraps the model (`dprope.train.transforms`).
 cross-entropy computes the loss chunk by chunk from the last hidden states and `lm_head`, so the
 full ``(batch, seq, vocab)`` logits, upcast to float32 by HF's loss (about 2 GiB at 16k tokens
 and a 32k vocabulary, twice that with its gradient), are never materialised; RMSNorm and SwiGLU
-are fused Triton kernels.
+are fused Triton kernels. The lm_head gradient is accumulated over the loss's chunks in float32
+(Liger's ``accum_dtype``; by default it would be the weight's bf16). The fused loss reads the
+number of scored tokens back to the host (``.item()``) on every forward: one host sync per
+micro-step, besides the optimizer step's own.
 
 Liger's RoPE kernel is not applied: it rotates q and k in the dtype of the cos/sin it is handed
 (bf16 under bf16 training), in a Triton kernel whose agreement with HF's rotation is not checked
@@ -16,13 +19,17 @@ here. HF's rotation stays, with angles computed in float32 from the strategy's f
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import sys
+import types
 
 import torch
 
+from dprope import accelerator
 from dprope.config import ConfigError, first_line
+from dprope.instance_patch import with_globals
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,14 @@ LIGER_OPTIONS = {
     "rms_norm": True,
     "swiglu": True,
 }
+
+
+# The lm_head gradient of the fused loss is summed chunk by chunk; unless told otherwise Liger
+# sums it in the weight's dtype (bf16, 8 significant bits, under bf16 training).
+LOSS_ACCUM_DTYPE = torch.float32
+# what Liger's model forwards call with the loss's keyword arguments (``accum_dtype`` among them):
+# the Llama-family forward goes through lce_maybe_trainable_lm_head, others call the loss directly
+LOSS_CALLS = ("lce_maybe_trainable_lm_head", "LigerForCausalLMLoss")
 
 
 def liger_import_error() -> str | None:
@@ -60,8 +75,7 @@ def resolve_kernels(requested: str, model_type: str, long_context: bool = False)
     """
     if requested == "none":
         return "none"
-    cuda = torch.cuda.is_available()
-    problem = None if cuda else "needs a CUDA GPU"
+    problem = None if accelerator.on_cuda() else "needs a CUDA GPU"
     if long_context:
         problem = "is not combined with sequence_parallel_size > 1 or tiled_compute (DeepSpeed's tiled loss)"
     if problem is None:
@@ -95,18 +109,43 @@ def _instance_only(model: torch.nn.Module):
             type(model).forward = saved_forward
 
 
+def accumulate_loss_gradients_in(model: torch.nn.Module, dtype: torch.dtype) -> bool:
+    """Give the instance's fused-loss forward (Liger's ``lce_forward``, bound to the instance) a
+    copy whose loss calls pass ``accum_dtype=dtype``: the lm_head gradient is then summed over
+    the loss's chunks in ``dtype`` instead of the weight's dtype (bf16 under bf16 training).
+    Returns False, changing nothing, when the forward makes none of those calls."""
+    bound = vars(model).get("forward")
+    function = getattr(bound, "__func__", None)
+    code = getattr(function, "__code__", None)
+    names = [name for name in LOSS_CALLS if code is not None and name in code.co_names]
+    if not names:
+        return False
+    loss_calls = {name: functools.partial(function.__globals__[name], accum_dtype=dtype) for name in names}
+    model.forward = types.MethodType(with_globals(function, loss_calls), model)
+    return True
+
+
 def apply_liger(model: torch.nn.Module, zero_stage: int) -> str:
-    """Apply Liger-Kernel to this ``model`` instance (before `deepspeed.initialize`); returns what
-    it applied, for the log."""
+    """Apply Liger-Kernel to this ``model`` instance (before `deepspeed.initialize`), its loss
+    accumulating the lm_head gradient in float32 (`LOSS_ACCUM_DTYPE`); returns what it applied,
+    for the log."""
     import deepspeed
     from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
 
     with _instance_only(model):
         _apply_liger_kernel_to_instance(model=model, **LIGER_OPTIONS)
+    if not accumulate_loss_gradients_in(model, LOSS_ACCUM_DTYPE):
+        raise RuntimeError(
+            f"Liger's fused loss of {type(model).__name__} makes none of the calls {LOSS_CALLS}: "
+            "its gradient accumulation dtype cannot be set"
+        )
     if zero_stage == 3:
         # the fused loss reads lm_head.weight inside the model's forward without calling lm_head,
         # so ZeRO-3's per-module hooks would leave it partitioned (empty): let the top module
         # gather it for its forward and backward
         head = model.get_output_embeddings()
         deepspeed.zero.register_external_parameter(model, head.weight)
-    return f"liger ({', '.join(k for k, on in LIGER_OPTIONS.items() if on)})"
+    kernels = ", ".join(k for k, on in LIGER_OPTIONS.items() if on)
+    return (
+        f"liger ({kernels}; lm_head gradient accumulated in {str(LOSS_ACCUM_DTYPE).removeprefix('torch.')})"
+    )

@@ -31,6 +31,7 @@ from dprope.train.engine import Runtime, init_distributed, main_process_first, m
 from dprope.train.export import export_hf
 from dprope.train.long_context import sp_loader
 from dprope.train.metrics import MetricsLog, model_flops_per_token, peak_flops, peak_memory_gib
+from dprope.train.notes import note
 from dprope.train.plan import TrainingPlan, plan_run
 from dprope.train.signals import StopRequest
 from dprope.train.stepper import RunState, Stepper, StepResult, is_finite
@@ -78,7 +79,7 @@ class StepRecorder:
             "grad_norm": result.grad_norm,
             "tokens_per_s": tokens_per_s,
             "step_time_s": result.elapsed,
-            "peak_memory_gib": peak_memory_gib(),
+            "peak_memory_gib": peak_memory_gib(reset=True),  # this step's peak
             "consumed_samples": state.trainer_state.consumed_samples,
         }
         if self.peak_flops is not None:
@@ -179,6 +180,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook 
     plan = plan_run(run)  # every check that needs no model, before any expensive work
     candidates = checkpoint.resume_candidates(trainer.resume, output_dir)
 
+    note(f"starting the process group (world size {plan.world_size})")
     runtime = init_distributed(trainer.dist_timeout_minutes)
     if runtime.world_size != plan.world_size:  # a launcher that announced no world size
         plan = plan_run(run, runtime.world_size)
@@ -208,6 +210,8 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook 
         trainer.rope_precision,
         runtime.world_size,
     )
+    weights = f"weights of {run.model.pretrained}" if run.model.pretrained else "random init"
+    note(f"building the model ({weights}) and the DeepSpeed engine (ZeRO-{trainer.zero_stage})")
     built = materialise(plan, runtime, load_universal=resume is not None and resume.universal)
     engine = built.engine
 

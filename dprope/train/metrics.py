@@ -17,8 +17,22 @@ from typing import Any
 
 import torch
 
-# Dense bf16 peak per device, in TFLOP/s, from the vendors' data sheets.
-PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "A800": 312.0, "H800": 989.0}
+from dprope import accelerator
+
+# Dense bf16 peak per device, in TFLOP/s, from NVIDIA's data sheets (which give the sparse
+# figure, twice these). A device name matches the first key it contains, case ignored, so each
+# form factor with its own peak comes before its family: "NVIDIA H100 PCIe" is not an SXM H100.
+PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H200 NVL", 835.0),
+    ("H800 PCIe", 756.0),
+    ("H100", 989.0),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200", 989.0),  # SXM; GH200's GPU too
+    ("H800", 989.0),
+    ("A100", 312.0),  # SXM and PCIe alike
+    ("A800", 312.0),
+)
 
 
 def flops_per_token(num_params: int, num_layers: int, num_heads: int, head_dim: int, seq_len: int) -> float:
@@ -44,25 +58,51 @@ def model_flops_per_token(model: torch.nn.Module, head_dim: int, seq_len: int) -
     )
 
 
+def table_peak_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU by its name (`PEAK_TFLOPS`), None when it is not listed."""
+    name = device_name.lower()
+    return next((tflops for key, tflops in PEAK_TFLOPS if key.lower() in name), None)
+
+
 def peak_flops(configured_tflops: float | None) -> float | None:
     """Peak FLOP/s of one device: configured, or looked up by the GPU name; None on CPU/unknown."""
     if configured_tflops is not None:
         return configured_tflops * 1e12
-    if not torch.cuda.is_available():
+    if not accelerator.on_cuda():
         return None
-    name = torch.cuda.get_device_name()
-    for key, tflops in PEAK_TFLOPS.items():
-        if key in name:
-            return tflops * 1e12
-    return None
+    tflops = table_peak_tflops(torch.cuda.get_device_name())
+    return None if tflops is None else tflops * 1e12
 
 
-def peak_memory_gib() -> float:
-    """Peak device memory on GPU, else the process's peak resident set size."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+CLEAR_REFS = Path("/proc/self/clear_refs")  # Linux: writing 5 resets the peak resident set size
+
+
+def _resident_peak_gib(reset: bool) -> float:
+    """The peak resident set size (``VmHWM``) since the process started or the last reset."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+        peak = int(line.split()[1]) / 2**20  # kB
+        if reset:
+            try:
+                CLEAR_REFS.write_text("5")
+            except OSError:
+                pass  # not resettable here: the figure stays the process's peak (README, Fine-tuning)
+        return peak
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no reset outside Linux
     return rss / 2**20 if sys.platform != "darwin" else rss / 2**30
+
+
+def peak_memory_gib(reset: bool = False) -> float:
+    """Peak memory since the process started or since the last ``reset=True`` call: device memory
+    allocated on CUDA, else the resident set size. ``reset`` starts a new interval after reading,
+    so a metric logged per step is that step's peak."""
+    if accelerator.on_cuda():
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return peak
+    return _resident_peak_gib(reset)
 
 
 class MetricsLog:

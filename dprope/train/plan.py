@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from dprope import accelerator
 from dprope.config import ConfigError
 from dprope.model import ModelConfig
 from dprope.rope.registry import RopeConfig
@@ -31,10 +32,11 @@ from dprope.train.transforms import ModelTransform, model_transforms
 
 
 def resolve_precision(trainer: TrainerConfig) -> str:
-    """bf16 or fp32; bf16 without a GPU is refused (CPU training runs in fp32)."""
+    """bf16 or fp32 (`dprope.accelerator`: auto is bf16 on CUDA); bf16 without a GPU is refused
+    (CPU training runs in fp32)."""
     if trainer.precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "fp32"
-    if trainer.precision == "bf16" and not torch.cuda.is_available():
+        return accelerator.default_precision()
+    if trainer.precision == "bf16" and not accelerator.on_cuda():
         raise ConfigError("trainer.precision", "bf16 needs a CUDA GPU; use fp32 (or auto) on CPU")
     return trainer.precision
 

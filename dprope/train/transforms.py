@@ -132,13 +132,23 @@ def rotary_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def restore_rotary_frequencies(module: torch.nn.Module, inv_freq: torch.Tensor) -> int:
-    """Put the strategy's float32 frequencies back into every rotary module; returns how many."""
+    """Put the strategy's float32 frequencies back into every rotary module; returns how many.
+
+    Besides ``inv_freq`` and ``original_inv_freq``, a ``longrope`` module (the DPRoPE export)
+    gets ``long_inv_freq``: transformers' ``longrope_frequency_update`` copies it into
+    ``inv_freq`` on every forward beyond the original length, and computes it itself, on the
+    input's device, when it is missing; a GPU's rounding of that computation would then replace
+    the strategy's frequencies after the first long forward. Short and long factors are equal in
+    the export, so both sets are the strategy's.
+    """
     modules = rotary_modules(module)
     for rotary in modules:
         frequencies = inv_freq.to(device=rotary.inv_freq.device, dtype=torch.float32)
         rotary.register_buffer("inv_freq", frequencies.clone(), persistent=False)
         if hasattr(rotary, "original_inv_freq"):
             rotary.original_inv_freq = frequencies.clone()
+        if getattr(rotary, "rope_type", None) == "longrope":
+            rotary.long_inv_freq = frequencies.clone()
     return len(modules)
 
 

@@ -10,7 +10,8 @@ Arguments starting with `--` are sbatch options, in their long form (`--partitio
 `--account=abc`, `--gpus-per-node=4`); the others are Hydra overrides. `--eval` submits
 scripts/slurm/eval.sbatch instead of train.sbatch, `-m` runs the sweep through the submitit
 launcher (cluster settings then come from `hydra.launcher.*` and SBATCH_* variables), `--dry-run`
-checks and prints the command without submitting.
+checks and prints the command without submitting (also where sbatch is not installed: SLURM's own
+check is then skipped, with a note).
 
 Environment: DPROPE_GPUS_PER_NODE (training and sweeps; default 8, 0 = CPU only) and
 DPROPE_PROCS_PER_NODE (default: one per GPU), SBATCH_* variables as sbatch reads them, and
@@ -170,8 +171,9 @@ def launcher_options(launcher: dict) -> list[str]:
     return options
 
 
-def check_cluster(options: list[str], script: Path | None) -> None:
-    """The site's own rules, then SLURM's verdict on the request without queueing it."""
+def check_cluster(options: list[str], script: Path | None, dry_run: bool = False) -> None:
+    """The site's own rules, then SLURM's verdict on the request without queueing it (a dry run
+    on a machine without sbatch skips that verdict, with a note, and still prints the command)."""
     required = {"partition": ("--partition", "SBATCH_PARTITION"), "account": ("--account", "SBATCH_ACCOUNT")}
     for name, (flag, variable) in required.items():
         if os.environ.get(f"DPROPE_REQUIRE_{name.upper()}") == "1" and not (
@@ -184,6 +186,9 @@ def check_cluster(options: list[str], script: Path | None) -> None:
             ["sbatch", "--test-only", *options, *target], capture_output=True, text=True, timeout=60
         )
     except FileNotFoundError:
+        if dry_run:
+            print("note: sbatch not found: SLURM's own check (sbatch --test-only) skipped", file=sys.stderr)
+            return
         fail("slurm: sbatch not found: submit from a machine of the cluster")
     if result.returncode != 0:
         lines = [line.removeprefix("sbatch: error: ") for line in result.stderr.strip().splitlines()]
@@ -254,7 +259,7 @@ def main(argv: list[str]) -> int:
     jobs = compose_jobs(request)
     options, nodes, procs, gpus = resources(request, jobs[0][1][1])
     run_dirs = check_runs(request, jobs, nodes * procs, gpus)
-    check_cluster(options, None if request.multirun else SCRIPTS[request.entry])
+    check_cluster(options, None if request.multirun else SCRIPTS[request.entry], request.dry_run)
 
     if request.multirun:
         command = [sys.executable, str(ROOT / "launch" / "train.py"), "-m", *request.overrides]

@@ -128,7 +128,7 @@ def test_bad_local_inputs_name_the_field_before_tokenizing(tmp_path, byte_tokeni
         ({"train": [str(tmp_path / "rows.jsonl")]}, {}, "data.text_field", "no column 'text'"),
         ({"train": [str(tmp_path / "empty.parquet")]}, {}, "data.paths", "holds no document"),
         ({"train": [str(tmp_path / "rows.jsonl")]}, {"max_length": 0}, "data.max_length", "must be positive"),
-        ({"train": [str(tmp_path / "broken.jsonl")]}, {}, "data.paths", "cannot read the json files"),
+        ({"train": [str(tmp_path / "broken.jsonl")]}, {}, "data.paths", "broken.jsonl:1: not valid JSON"),
     ]
     for paths, changes, field, message in cases:
         with pytest.raises(ConfigError) as err:

@@ -8,7 +8,13 @@ import sys
 
 import pytest
 
-from scripts.bench_max_length import attempt, longest_fitting
+from scripts.bench_max_length import (
+    attempt,
+    compose_run,
+    describe_model_states,
+    longest_fitting,
+    model_states_gib,
+)
 from tests.train.conftest import ROOT, train_env
 
 
@@ -45,10 +51,40 @@ def test_one_attempt_trains_a_tiled_offloaded_step_and_reports_its_speed():
     assert not over["ok"] and "over the limit" in over["reason"]
 
 
+def llama_parameters(layers: int, hidden=4096, intermediate=11008, vocab=32000) -> int:
+    """LLaMA-2-7B's shape counted by hand: attention q/k/v/o, gated MLP, two norms per layer;
+    input and output embeddings (untied) and the final norm."""
+    return (
+        layers * (4 * hidden * hidden + 3 * hidden * intermediate + 2 * hidden) + 2 * vocab * hidden + hidden
+    )
+
+
+@pytest.mark.parametrize(
+    "layers,offload,bytes_per_parameter",
+    [(None, False, 18), (None, True, 2), (4, False, 18)],
+)
+def test_model_states_are_said_before_any_attempt(layers, offload, bytes_per_parameter):
+    """ZeRO-3 on one GPU holds 18 bytes per parameter (bf16 weights, fp32 gradients, master
+    weights and Adam moments), 2 with the optimizer offloaded, plus the largest layer in fp32
+    (the embedding): the 7B shape needs about 113 GiB before any activation."""
+    run = compose_run("plain", 4096, False, 1, layers, offload)
+    assert run.model.num_hidden_layers == (layers or 32) and run.trainer.offload_optimizer is offload
+    states = model_states_gib(run, 1)
+    parameters = llama_parameters(layers or 32)
+    assert states["parameters"] == parameters
+    expected = (bytes_per_parameter * parameters + 4 * 32000 * 4096) / 2**30
+    assert states["gpu_gib"] == pytest.approx(expected, rel=1e-6)
+    line = describe_model_states(states, 1, offload)
+    assert f"{expected:.1f} GiB per GPU" in line
+    if layers is None and not offload:
+        assert 113 < expected < 114
+
+
 @pytest.mark.slow
 def test_smoke_run_prints_every_option(tmp_path):
     output = tmp_path / "max_length.json"
     command = [sys.executable, "scripts/bench_max_length.py", "--smoke", "--options", "plain", "tiled", "sp"]
+    command += ["--layers", "1", "--offload-optimizer"]  # DeepSpeed's CPU Adam: compiled on first use
     done = subprocess.run(
         [*command, "--output", str(output)],
         cwd=ROOT,
@@ -58,8 +94,11 @@ def test_smoke_run_prints_every_option(tmp_path):
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "model states (" in done.stdout and "optimizer offloaded to the CPU" in done.stdout
     results = {r["option"]: r for r in json.loads(output.read_text())}
     assert set(results) == {"plain", "tiled", "sp"}
     for result in results.values():
         assert result["max_length"] == 256 and result["tokens_per_s"] > 0  # no limit on CPU: the longest
+        assert result["model_states"]["parameters"] > 0
     assert results["sp"]["world_size"] == 2
+    assert "tiled MLP in 1 module(s)" in results["tiled"]["transforms"]  # --layers 1

@@ -37,11 +37,12 @@ DIST_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_POR
 
 
 def train_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without its own process-group variables."""
-    env = {k: v for k, v in os.environ.items() if k not in DIST_VARIABLES}
-    env.update(
-        DS_ACCELERATOR="cpu", WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"
-    )
+    """The test process's environment without its own process-group variables, for a training
+    run on the CPU: the GPU hidden and DeepSpeed's accelerator named (`cpu_only_environment`)."""
+    from dprope.accelerator import cpu_only_environment
+
+    env = cpu_only_environment({k: v for k, v in os.environ.items() if k not in DIST_VARIABLES})
+    env.update(WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra)
     return env

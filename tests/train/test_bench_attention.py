@@ -49,3 +49,31 @@ def test_smoke_writes_a_row_per_mode(tmp_path, capsys):
     assert rows[1]["attention_flops_vs_causal"] == rows[2]["attention_flops_vs_causal"] < 1
     assert "anchor: SDPA with an explicit document mask" in capsys.readouterr().out
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_a_row_per_kernel_and_mode_with_peak_memory(tmp_path):
+    output = tmp_path / "rows.json"
+    assert (
+        bench().main(
+            [
+                "--smoke",
+                "--modes",
+                "causal,document",
+                "--kernels",
+                "sdpa,flash_attention_2",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(output.read_text())
+    assert [(r["implementation"], r["mode"]) for r in rows] == [
+        ("sdpa", "causal"),
+        ("sdpa", "document"),
+        ("flash_attention_2", "causal"),
+        ("flash_attention_2", "document"),
+    ]
+    assert all(r["peak_memory_gib"] > 0 for r in rows[:2])
+    if not torch.cuda.is_available():  # a kernel that cannot run is a row saying why
+        assert all("needs flash-attn and a CUDA GPU" in r["skipped"] for r in rows[2:])

@@ -137,3 +137,69 @@ def test_only_the_two_collective_deprecations_are_filtered():
         "`torch.distributed.all_reduce_coalesced` is deprecated.",
         "`torch.distributed.all_gather_into_tensor` is deprecated.",
     ]
+
+
+def test_cuda_runs_get_torchs_fused_adamw_which_needs_no_build(tiny_model_cfg, tmp_path, monkeypatch):
+    """On CUDA the generated config asks DeepSpeed for torch's fused AdamW, not its FusedAdam
+    (compiled on first use with nvcc). DeepSpeed builds exactly that optimizer from it: checked
+    on the CPU, where torch's fused AdamW runs too."""
+    from dprope import accelerator
+    from dprope.train import engine as engine_module
+
+    trainer = TrainerConfig(
+        output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2, gradient_checkpointing=False
+    )
+    with monkeypatch.context() as cuda:
+        cuda.delenv("DS_ACCELERATOR", raising=False)
+        cuda.setattr(accelerator, "cuda_visible", lambda: True)
+        params = deepspeed_config(trainer, world_size=1, precision="bf16")["optimizer"]["params"]
+        offloaded = deepspeed_config(TrainerConfig(offload_optimizer=True), world_size=1, precision="bf16")[
+            "optimizer"
+        ]["params"]
+    assert params["torch_adam"] is True and params["fused"] is True
+    assert offloaded["torch_adam"] is False  # ZeRO-Offload: DeepSpeed's CPU Adam (C++ only)
+    monkeypatch.setattr(
+        engine_module, "optimizer_choice", lambda cpu, offload: {"torch_adam": True, "fused": True}
+    )
+    built = materialised(tiny_plan(tiny_model_cfg, trainer))
+    optimizer = built.engine.optimizer.optimizer  # inside ZeRO-3's wrapper
+    assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["fused"] is True
+    ids = torch.randint(3, 250, (2, 64))
+    built.engine.backward(built.engine(input_ids=ids, labels=ids).loss)
+    built.engine.step()
+    assert optimizer.state  # the fused step ran
+
+
+def test_rotary_frequencies_are_the_strategys_after_a_training_step(tiny_model_cfg, tmp_path, monkeypatch):
+    """transformers' longrope update (the DPRoPE export) copies ``long_inv_freq`` into
+    ``inv_freq`` on every forward beyond L, computing it on the input's device when it is missing;
+    a GPU's pow rounds differently from the CPU's. Emulated here by a computation one ulp off:
+    after a training step beyond L the frequencies must still be exactly the strategy's."""
+    from transformers import modeling_rope_utils
+
+    from dprope.data import collate_packed
+    from dprope.train.stepper import Stepper
+
+    longrope = modeling_rope_utils.ROPE_INIT_FUNCTIONS["longrope"]
+
+    def device_rounded(config, device=None, **kwargs):
+        inv_freq, scale = longrope(config, device, **kwargs)
+        return torch.nextafter(inv_freq, torch.zeros_like(inv_freq)), scale
+
+    monkeypatch.setitem(modeling_rope_utils.ROPE_INIT_FUNCTIONS, "longrope", device_rounded)
+    length = 2 * tiny_model_cfg.original_max_position_embeddings
+    trainer = TrainerConfig(
+        output_dir=str(tmp_path), global_batch_size=2, micro_batch_size=2, gradient_checkpointing=False
+    )
+    plan = tiny_plan(tiny_model_cfg, trainer, default_config("dprope", 4.0), seq_len=length)
+    assert plan.hf_config.rope_parameters["rope_type"] == "longrope"
+    built = materialised(plan)
+    rows = torch.randint(3, 250, (2, length))
+    batches = iter([collate_packed([{"input_ids": row, "doc_starts": torch.tensor([0])} for row in rows])])
+    Stepper(built.engine, built.micro_step, batches, plan.accumulation, torch.device("cpu")).step()
+    modules = rotary_modules(built.engine.module)
+    assert modules
+    for rotary in modules:
+        assert rotary.inv_freq.dtype == torch.float32
+        assert torch.equal(rotary.inv_freq, plan.scaling.inv_freq)
+        assert torch.equal(rotary.long_inv_freq, plan.scaling.inv_freq)

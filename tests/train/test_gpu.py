@@ -1,5 +1,6 @@
-"""On one CUDA device: a bf16 ZeRO-3 training step, Liger kernels against plain HF, flash-attn's
-varlen segments, and the export loading back on the GPU (`make test-gpu`)."""
+"""On one CUDA device: a bf16 ZeRO-3 training step (with the rotary frequencies exactly the
+strategy's after it), Liger kernels against plain HF (also with a partitioned lm_head), flash-attn's
+varlen segments, per-step peak memory, and the export loading back on the GPU (`make test-gpu`)."""
 
 from __future__ import annotations
 
@@ -51,12 +52,13 @@ def _batch(rows: int, length: int, vocab: int = 260, seed: int = 0) -> dict:
     return collate_packed(items)
 
 
-def _small_model_cfg():
+def _small_model_cfg(vocab_size: int = 260):
     from dprope.model import ModelConfig
 
     return ModelConfig(
         name="small",
         tokenizer="byte",
+        vocab_size=vocab_size,
         hidden_size=256,
         num_hidden_layers=4,
         num_attention_heads=4,
@@ -100,17 +102,19 @@ def test_bf16_zero3_training_step(tmp_path, data_cache):
         assert math.isfinite(result.loss) and math.isfinite(result.grad_norm)
         modules = rotary_modules(training.engine.module)
         assert modules
-        for rotary in modules:
+        for rotary in modules:  # after a step beyond L: the longrope update ran on the GPU
             assert rotary.inv_freq.dtype == torch.float32
             assert torch.equal(rotary.inv_freq.cpu(), training.plan.scaling.inv_freq)
+            assert torch.equal(rotary.long_inv_freq.cpu(), training.plan.scaling.inv_freq)
         assert 0 < record["mfu"] < 1
     finally:
         training.close()
 
 
-def _loss_and_grads(kernels: str, batch: dict, tmp_path) -> tuple[float, dict, object]:
+def _loss_and_grads(kernels: str, batch: dict, tmp_path, model_cfg=None) -> tuple[float, dict, object]:
     from deepspeed.utils import safe_get_full_grad
 
+    model_cfg = model_cfg or _small_model_cfg()
     trainer = TrainerConfig(
         output_dir=str(tmp_path),
         global_batch_size=2,
@@ -120,15 +124,27 @@ def _loss_and_grads(kernels: str, batch: dict, tmp_path) -> tuple[float, dict, o
         precision="bf16",
         kernels=kernels,
     )
-    engine = materialised(tiny_plan(_small_model_cfg(), trainer, default_config("yarn", 2.0), 512)).engine
+    engine = materialised(tiny_plan(model_cfg, trainer, default_config("yarn", 2.0), 512)).engine
+    head = engine.module.get_output_embeddings().weight
+    persistent = head.ds_persist  # below stage3_param_persistence_threshold: never partitioned
     outputs = engine(**model_inputs(batch, "sdpa", torch.device("cuda")))
     engine.backward(outputs.loss)
     grads = {name: safe_get_full_grad(p).float().cpu() for name, p in engine.module.named_parameters()}
     loss, logits = outputs.loss.item(), outputs.logits
-    del engine, outputs
+    grads["lm_head persistent"] = persistent
+    del engine, outputs, head
     gc.collect()
     torch.cuda.empty_cache()
     return loss, grads, logits
+
+
+def _compare(grads_liger: dict, grads_none: dict) -> None:
+    assert grads_liger.keys() == grads_none.keys()
+    for name, reference in grads_none.items():
+        if isinstance(reference, bool):
+            continue
+        error = (grads_liger[name] - reference).norm() / reference.norm().clamp_min(1e-12)
+        assert error < 5e-2, (name, float(error))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="needs liger-kernel")
@@ -138,10 +154,42 @@ def test_liger_kernels_match_plain_hf_within_bf16_tolerance(tmp_path):
     loss_liger, grads_liger, logits_liger = _loss_and_grads("liger", batch, tmp_path / "liger")
     assert logits_none is not None and logits_liger is None  # the fused loss never builds the logits
     assert math.isclose(loss_liger, loss_none, rel_tol=1e-2)
-    assert grads_liger.keys() == grads_none.keys()
-    for name, reference in grads_none.items():
-        error = (grads_liger[name] - reference).norm() / reference.norm().clamp_min(1e-12)
-        assert error < 5e-2, (name, float(error))
+    _compare(grads_liger, grads_none)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="needs liger-kernel")
+def test_liger_under_zero3_with_a_partitioned_lm_head(tmp_path, monkeypatch):
+    """A 32000 x 256 lm_head is above ZeRO-3's persistence threshold (1e5 elements), so it is
+    partitioned between forwards: the fused loss must still read it whole (registered as an
+    external parameter of the model) and accumulate its gradient in float32."""
+    from liger_kernel.transformers import functional
+
+    fused = functional.liger_fused_linear_cross_entropy
+    accum_dtypes = []
+
+    def spy(*args, **kwargs):
+        accum_dtypes.append(kwargs.get("accum_dtype"))
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "liger_fused_linear_cross_entropy", spy)
+    model_cfg = _small_model_cfg(vocab_size=32000)
+    batch = _batch(2, 512, vocab=32000)
+    loss_none, grads_none, _ = _loss_and_grads("none", batch, tmp_path / "none", model_cfg)
+    loss_liger, grads_liger, _ = _loss_and_grads("liger", batch, tmp_path / "liger", model_cfg)
+    assert grads_liger["lm_head persistent"] is False and grads_none["lm_head persistent"] is False
+    assert accum_dtypes == [torch.float32]
+    assert math.isclose(loss_liger, loss_none, rel_tol=1e-2)
+    _compare(grads_liger, grads_none)
+    assert grads_liger["lm_head.weight"].norm() > 0
+
+
+def test_peak_memory_is_the_peak_since_the_last_reset():
+    from dprope.train.metrics import peak_memory_gib
+
+    peak_memory_gib(reset=True)
+    block = torch.empty(2**28, dtype=torch.uint8, device="cuda")  # 256 MiB
+    del block
+    assert peak_memory_gib(reset=True) - peak_memory_gib(reset=True) >= 0.25
 
 
 @pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None, reason="needs flash-attn")

@@ -93,3 +93,27 @@ def test_kernel_patching_stays_on_the_instance(tiny_model_cfg):
     assert modeling_llama.LlamaRMSNorm is norm_class and modeling_llama.apply_rotary_pos_emb is rotate
     assert LlamaForCausalLM.forward is forward
     assert model.forward() == "patched"  # the instance keeps its patch
+
+
+def lce_maybe_trainable_lm_head(model, **loss_kwargs):
+    """Stands for Liger's call that hands the loss its keyword arguments."""
+    return loss_kwargs
+
+
+def fused_forward(self, **kwargs):  # the shape of Liger's lce_forward: it calls the loss by name
+    return lce_maybe_trainable_lm_head(self, **kwargs)
+
+
+def test_the_loss_calls_of_the_instance_forward_get_the_accumulation_dtype():
+    import types
+
+    from dprope.train.liger import accumulate_loss_gradients_in
+
+    model, other = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    for module in (model, other):
+        module.forward = types.MethodType(fused_forward, module)
+    assert accumulate_loss_gradients_in(model, torch.float32)
+    assert model.forward(ignore_index=-100) == {"ignore_index": -100, "accum_dtype": torch.float32}
+    assert other.forward(ignore_index=-100) == {"ignore_index": -100}  # another instance: untouched
+    assert lce_maybe_trainable_lm_head(model) == {}  # the module's function: untouched
+    assert not accumulate_loss_gradients_in(torch.nn.Linear(2, 2), torch.float32)  # no fused forward

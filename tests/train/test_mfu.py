@@ -54,3 +54,40 @@ def test_logged_mfu_matches_an_independent_count(tmp_path, data_cache):
         assert math.isclose(record["tokens_per_s"], tokens_per_s, rel_tol=1e-9)
         expected = tokens_per_s * flops_per_token / (PEAK_TFLOPS * 1e12)
         assert math.isclose(record["mfu"], expected, rel_tol=1e-9), (record["mfu"], expected)
+
+
+@pytest.mark.parametrize(
+    "name,tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),  # SXM
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA H200 NVL", 835.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA A100 80GB PCIe", 312.0),
+        ("NVIDIA H800 PCIe", 756.0),
+        ("NVIDIA L4", None),
+    ],
+)
+def test_peak_table_matches_form_factors_before_families(name, tflops):
+    from dprope.train.metrics import table_peak_tflops
+
+    assert table_peak_tflops(name) == tflops
+
+
+def test_peak_memory_is_per_interval_after_a_reset():
+    """The per-step metric is the step's peak: reading it with ``reset`` starts a new interval,
+    so a large allocation freed before the next interval no longer shows there."""
+    import torch
+
+    from dprope.train.metrics import CLEAR_REFS, peak_memory_gib
+
+    if not CLEAR_REFS.exists():
+        pytest.skip("the resident peak can only be reset on Linux")
+    peak_memory_gib(reset=True)
+    block = torch.ones(2**28, dtype=torch.uint8)  # 256 MiB, touched
+    del block
+    with_block = peak_memory_gib(reset=True)
+    without = peak_memory_gib(reset=True)
+    assert with_block - without > 0.2  # GiB

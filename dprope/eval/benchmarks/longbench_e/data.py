@@ -20,6 +20,7 @@ from dprope.eval.benchmarks.longbench_e.config import LongBenchConfig
 from dprope.eval.benchmarks.longbench_e.scoring import read_predictions
 from dprope.eval.benchmarks.longbench_e.tasks import NO_CHAT_TEMPLATE, TASKS, LongBenchTask
 from dprope.eval.common import EvalContext, check_length
+from dprope.inputs import read_text
 
 HUB_DATASET = "THUDM/LongBench"
 
@@ -58,17 +59,16 @@ def read_local(data_dir: str, dataset: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ConfigError("eval.longbench_e.data_dir", f"no {dataset}.jsonl in {data_dir}")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(
-                    "eval.longbench_e.data_dir", f"{path}:{lineno}: not valid JSON ({err.msg})"
-                ) from None
-            records.append(validate_record(record, f"{path}:{lineno}"))
+    for lineno, line in enumerate(read_text(path, "eval.longbench_e.data_dir").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                "eval.longbench_e.data_dir", f"{path}:{lineno}: not valid JSON ({err.msg})"
+            ) from None
+        records.append(validate_record(record, f"{path}:{lineno}"))
     return records
 
 

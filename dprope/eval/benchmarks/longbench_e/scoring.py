@@ -35,6 +35,7 @@ from dprope.eval.benchmarks.longbench_e.tasks import (
     official_name,
 )
 from dprope.eval.common import BenchmarkResult, markdown_table, mean
+from dprope.inputs import read_text
 
 if TYPE_CHECKING:
     from dprope.eval.benchmarks.longbench_e.config import LongBenchConfig
@@ -174,7 +175,7 @@ def read_predictions(directory: str, datasets: Sequence[str]) -> dict[str, list[
         path = root / prediction_file(dataset)
         if not path.is_file():
             continue
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path, PREDICTIONS_FIELD).splitlines()
         rows = [_parse_line(line, f"{path}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
         if not rows:
             raise ConfigError(PREDICTIONS_FIELD, f"{path} holds no prediction")

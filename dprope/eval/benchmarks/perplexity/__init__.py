@@ -5,10 +5,12 @@ the lengths, stride and documents in `data`. Figure: ``perplexity.png`` (log sca
 
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
 from dprope.eval.benchmark import Benchmark, Display, Inputs
 from dprope.eval.benchmarks.perplexity.config import PerplexityConfig
 from dprope.eval.benchmarks.perplexity.data import PerplexityData, read_documents
-from dprope.eval.benchmarks.perplexity.windows import perplexity
+from dprope.eval.benchmarks.perplexity.windows import count_windows, perplexity
 from dprope.eval.common import BenchmarkResult, EvalContext, markdown_table
 
 
@@ -16,23 +18,35 @@ def prepare(cfg: PerplexityConfig, inputs: Inputs) -> PerplexityData:
     return read_documents(cfg, inputs.data, inputs.tokenizer, inputs.ctx)
 
 
+def windows_per_pass(cfg: PerplexityConfig, length: int, batch_size: int) -> int:
+    """Windows of one forward pass at ``length``: ``eval.batch_size``, or more where
+    ``batch_tokens`` tokens hold more windows of that length."""
+    return max(batch_size, (cfg.batch_tokens or 0) // length, 1)
+
+
 def run_perplexity(
     model, tokenizer, cfg: PerplexityConfig, data: PerplexityData, ctx: EvalContext
 ) -> BenchmarkResult:
-    scores = [
-        perplexity(
-            model,
-            data.documents,
-            length,
-            data.stride,
-            ctx.batch_size,
-            ctx.progress,
-            bos=data.bos,
-            aggregate=cfg.aggregate,
-            truncate=cfg.mode == "truncate",
-        )
-        for length in data.lengths
-    ]
+    truncate = cfg.mode == "truncate"
+    total = sum(n * count_windows(data.documents, n, data.stride, data.bos, truncate) for n in data.lengths)
+    # one bar over the tokens of every window of every length: its estimate covers the whole benchmark
+    with tqdm(total=total, desc="perplexity", unit="tok", unit_scale=True, disable=not ctx.progress) as bar:
+        scores = []
+        for length in data.lengths:
+            bar.set_postfix_str(f"length {length}")
+            scores.append(
+                perplexity(
+                    model,
+                    data.documents,
+                    length,
+                    data.stride,
+                    windows_per_pass(cfg, length, ctx.batch_size),
+                    bar,
+                    bos=data.bos,
+                    aggregate=cfg.aggregate,
+                    truncate=truncate,
+                )
+            )
     summary = {str(s.length): s.perplexity for s in scores}
     how = (
         "one window per document (truncated)"

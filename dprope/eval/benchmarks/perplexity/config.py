@@ -25,6 +25,9 @@ class PerplexityConfig:
     max_documents: int | None = 10  # documents used (after the length filter); null = all
     min_document_tokens: int | None = None  # skip shorter documents; null = max(lengths)
     max_document_tokens: int | None = None  # cut documents to this many tokens; null = whole documents
+    batch_tokens: int | None = (
+        16384  # tokens of one forward pass: windows of length L go batch_tokens // L at a time (at least eval.batch_size); null = eval.batch_size windows
+    )
 
     def __post_init__(self) -> None:
         if self.lengths is not None and (not self.lengths or any(n < 2 for n in self.lengths)):
@@ -40,5 +43,7 @@ class PerplexityConfig:
             )
         check_choice(self, "mode", MODES)
         check_choice(self, "aggregate", AGGREGATES)
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise ConfigError("batch_tokens", f"must be >= 1 or null (got {self.batch_tokens})")
         if self.max_documents is not None and self.max_documents < 1:
             raise ConfigError("max_documents", f"must be >= 1 or null (got {self.max_documents})")

@@ -20,7 +20,7 @@ Aggregation (``aggregate``):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from tqdm.auto import tqdm
@@ -86,13 +86,26 @@ def _window_nll(model, ids: Sequence[int], windows: Sequence[Window], prefix: Se
     return (-logprobs.sum(dim=(1, 2))).tolist()
 
 
+def document_plan(num_tokens: int, window: int, stride: int, bos: int | None) -> list[Window]:
+    """The windows of a document of ``num_tokens`` tokens at ``window`` (BOS included when ``bos``)."""
+    prefix = 0 if bos is None else 1
+    return plan_windows(num_tokens, window - prefix, stride, 0 if prefix else 1)
+
+
 def document_windows(
-    model, ids: Sequence[int], window: int, stride: int, batch_size: int = 1, bos: int | None = None
+    model,
+    ids: Sequence[int],
+    window: int,
+    stride: int,
+    batch_size: int = 1,
+    bos: int | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> list[tuple[float, int]]:
     """(summed NLL, scored tokens) of each window of one document; with ``bos``, every window is
-    BOS + ``window - 1`` document tokens. Windows of equal shape share a forward pass."""
+    BOS + ``window - 1`` document tokens. Windows of equal shape share a forward pass, at most
+    ``batch_size`` of them; ``on_batch(n)`` is called after each pass of ``n`` windows."""
     prefix = () if bos is None else (bos,)
-    plan = plan_windows(len(ids), window - len(prefix), stride, 0 if prefix else 1)
+    plan = document_plan(len(ids), window, stride, bos)
     out, start = [], 0
     while start < len(plan):
         shape = (plan[start].size, plan[start].scored)
@@ -103,6 +116,8 @@ def document_windows(
             stop += 1
         sums = window_nll(model, ids, plan[start:stop], prefix)
         out += [(nll, w.scored) for nll, w in zip(sums, plan[start:stop], strict=True)]
+        if on_batch is not None:
+            on_batch(stop - start)
         start = stop
     return out
 
@@ -126,13 +141,22 @@ class PerplexityScore:
     mean_window_nll: float  # mean over windows of each window's mean NLL
 
 
+def count_windows(
+    documents: Iterable[Sequence[int]], window: int, stride: int, bos: int | None, truncate: bool = False
+) -> int:
+    """How many windows `perplexity` runs at ``window`` (for a progress bar's total)."""
+    if truncate:
+        return sum(1 for ids in documents if len(ids) > (bos is None))
+    return sum(len(document_plan(len(ids), window, stride, bos)) for ids in documents)
+
+
 def perplexity(
     model,
     documents: Iterable[Sequence[int]],
     window: int,
     stride: int,
     batch_size: int = 1,
-    progress: bool = False,
+    progress: bool | tqdm = False,
     *,
     bos: int | None,
     aggregate: str = "window",
@@ -143,15 +167,35 @@ def perplexity(
     ``bos`` (the id put before every window, or None for windows of document tokens only) has no
     default: the config's default puts the tokenizer's BOS there, which only the caller knows.
     ``aggregate`` and ``truncate`` default to the config's ``aggregate=window`` and ``mode=sliding``.
+    ``progress``: a bar over the tokens this length's windows feed the model, or a tqdm bar to
+    advance by them (one bar over several lengths, with their total: a window of L tokens costs
+    about L, so the estimate holds across lengths).
     """
     docs = list(documents)
     windows: list[tuple[float, int]] = []
-    for ids in tqdm(docs, desc=f"perplexity@{window}", disable=not progress, leave=False):
+    bar = progress if isinstance(progress, tqdm) else None
+    if bar is None:
+        total = window * count_windows(docs, window, stride, bos, truncate)
+        bar = tqdm(
+            total=total,
+            desc=f"perplexity@{window}",
+            unit="tok",
+            unit_scale=True,
+            disable=not progress,
+            leave=False,
+        )
+
+    def advance(count: int) -> None:
+        bar.update(count * window)
+
+    for ids in docs:
         if truncate:  # one window: the document cut to fit
             ids = ids[: window - (bos is not None)]
-            windows += document_windows(model, ids, window, max(len(ids), 1), batch_size, bos)
+            windows += document_windows(model, ids, window, max(len(ids), 1), batch_size, bos, advance)
         else:
-            windows += document_windows(model, ids, window, stride, batch_size, bos)
+            windows += document_windows(model, ids, window, stride, batch_size, bos, advance)
+    if bar is not progress:
+        bar.close()
     total, count = sum(n for n, _ in windows), sum(c for _, c in windows)
     if count == 0:
         raise ConfigError("eval.perplexity", "no token to score (documents shorter than 2 tokens?)")

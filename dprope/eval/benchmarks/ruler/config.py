@@ -43,6 +43,8 @@ class RulerConfig:
             raise ConfigError("threshold", f"must be a score in [0, 100] (got {self.threshold})")
         for name in ("essay_file", *QA_FILES.values()):
             path = getattr(self, name)
+            if path is not None and Path(path).expanduser().is_dir():
+                raise ConfigError(name, f"{path} is a directory, not a file")
             if path is not None and not Path(path).expanduser().is_file():
                 raise ConfigError(name, f"{path} does not exist or is not a file")
 

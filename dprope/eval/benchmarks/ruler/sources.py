@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from dprope.config import ConfigError
+from dprope.inputs import read_text
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +44,7 @@ def read_words(path: str, field: str) -> list[str]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(field, f"{path} does not exist or is not a file")
-    words = re.sub(r"\s+", " ", file.read_text(encoding="utf-8", errors="replace")).strip().split(" ")
+    words = re.sub(r"\s+", " ", read_text(file, field)).strip().split(" ")  # binary or not UTF-8: named
     if len(words) < 2:
         raise ConfigError(field, f"{path} holds no text to build a haystack from")
     return words
@@ -99,8 +100,8 @@ def _load_json(path: str, field: str):
     if not file.is_file():
         raise ConfigError(field, f"{path} does not exist or is not a file")
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return json.loads(read_text(file, field))
+    except json.JSONDecodeError as err:
         raise ConfigError(field, f"{path} is not JSON ({err})") from None
 
 
