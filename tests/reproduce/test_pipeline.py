@@ -35,7 +35,7 @@ def test_miniature_end_to_end_then_cached_and_resumed(tmp_path, data_cache):
     for stage in pipeline.stages:
         assert (root / stage.name / DONE).exists(), stage.name
     corpus = [json.loads(line)["text"] for line in (root / "corpus/train.jsonl").read_text().splitlines()]
-    passkeys = [t for t in corpus if "\nThe pass key is " in t]
+    passkeys = [t for t in corpus if "\npass key?" in t]
     assert 0 < len(passkeys) < len(corpus) and max(map(len, passkeys)) <= 48 - 2
     for seed in (0, 1):
         assert (root / f"seed{seed}/pretrain/hf/model.safetensors").exists()
