@@ -67,7 +67,9 @@ def write_corpus(
         target = share / (1 - share) * counts["corpus_bytes"]
         batch = 0
         while counts["synthetic_bytes"] < target:
-            for document in training_documents(seed + 1_000_003 * batch, _BATCH, key_length, min_chars, max_chars):
+            for document in training_documents(
+                seed + 1_000_003 * batch, _BATCH, key_length, min_chars, max_chars
+            ):
                 if counts["synthetic_bytes"] >= target:
                     break
                 out.write(json.dumps({"text": document}) + "\n")

@@ -26,7 +26,8 @@ from dprope.reproduce.results import (
 )
 from dprope.reproduce.stages import _write_json
 from dprope.reproduce.statistics import format_interval, paired_interval, verdict
-from dprope.reproduce.verdict import PAIRS, compare, display, verdict_paragraph
+from dprope.reproduce.synthetic import chance_accuracy
+from dprope.reproduce.verdict import PAIRS, compare, display, learned_sentence, verdict_paragraph
 
 
 def _row(cells: list[str]) -> str:
@@ -92,8 +93,18 @@ def verdict_text(repro: Reproduction, results: dict[str, Any]) -> str:
         for entries, setting in ((tuned, "fine-tuned"), (free, "training-free")):
             title = f"Retrieval at {n} ({setting}, exact match)"
             retrieval.append((title, [compare(entries, setting, m, "dprope", b) for b in ("yarn", "pi")]))
+    within = free.get("none", {"by_seed": {}})
+    learned = learned_sentence(
+        seed_values(within, ("retrieval", str(repro.length))),
+        repro.length,
+        chance_accuracy(repro.reproduce.synthetic.key_length),
+    )
     return verdict_paragraph(
-        ordering(tuned, "fine-tuned"), ordering(free, "training-free"), retrieval, repro.target_length
+        ordering(tuned, "fine-tuned"),
+        ordering(free, "training-free"),
+        retrieval,
+        repro.target_length,
+        learned,
     )
 
 
@@ -250,7 +261,9 @@ def _settings(repro: Reproduction, results: dict[str, Any]) -> list[str]:
         f"{repro.document_tokens}; loss by position over each document's first {repro.target_length} tokens",
         f"- retrieval: passkey prompts of exactly L, 2L, s x L tokens, key line at depths "
         f"{', '.join(f'{d:g}' for d in retrieval.depths)}, {retrieval.trials} keys per cell (seed "
-        f"{retrieval.seed}, the same for every strategy and seed); exact match of the 5-digit key under greedy decoding",
+        f"{retrieval.seed}, the same for every strategy and seed); exact match of the "
+        f"{synthetic.key_length}-character key (digits and capitals alternating; chance "
+        f"{100 * chance_accuracy(synthetic.key_length):.2f}%) under greedy decoding",
         f"- disturbance: 1000 x mean over pairs of KL(P_pretrain || P_extended), B = {cfg.num_intervals}; "
         "DPRoPE "
         + (

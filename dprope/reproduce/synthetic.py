@@ -1,12 +1,10 @@
-"""A long-range task the small model can learn: a passkey in filler, seeded.
+"""A long-range task for a small model: a passkey in filler, seeded.
 
 The passkey test of the paper (Mohtashami and Jaggi 2023, method-notes section 7) hides a
-five-digit key in filler and asks for it at the end. A byte-level model of a few layers trained
-for a few minutes does not learn to copy a five-digit key from afar (the copy needs an
-induction circuit: measured, answer digits stay at chance after 800 steps), and the prompt's
-150-character task description alone exceeds the CPU preset's pre-training context (L = 128).
-This layout keeps what the test measures, finding a key far back in filler, in a form such a
-model learns::
+five-digit key in filler and asks for it at the end; its 150-character task description alone
+exceeds the CPU preset's pre-training context (L = 128), and a five-digit key needs the model to
+copy five tokens in order. This layout keeps what the test measures, finding a key far back in
+filler, in the simplest form we found::
 
     <filler before>
     pass key=7Q.
@@ -14,12 +12,15 @@ model learns::
     pass key?7Q          <- the last key_length tokens are the answer
 
 The filler is the original's sentences in lower case, the key's characters alternate between
-digits and upper-case letters, and nothing else in a document is a digit or an upper-case
-letter: each answer token is the one token of its class in the context, so attention can find it
-by content at any distance, and the cue's ``?`` says when to. Pre-training mixes such
-documents, each at most L tokens, into the corpus (`dprope.reproduce.corpus`), so the model
-learns retrieval within L; evaluation asks for the key at L, 2L and s x L, with the key line at
-several depths (`dprope.reproduce.retrieval`).
+digits and upper-case letters, and nothing else in a prompt is a digit or an upper-case letter:
+each answer token is the one token of its class in the prompt, so attention can find it by
+content at any distance, and the cue's ``?`` says when to. Pre-training mixes such documents,
+each at most L tokens, into the corpus (`dprope.reproduce.corpus`) so that the model may learn
+retrieval within L; in the packed pre-training windows other documents (Python source, earlier
+passkeys) come before a document, so there the key is the latest of its class, not the only
+one. Whether the model learned the task is measured, not assumed: the report compares the
+pre-trained model's accuracy at L with the chance accuracy (`chance_accuracy`). Evaluation asks
+for the key at L, 2L and s x L, with the key line at several depths (`dprope.reproduce.retrieval`).
 
 Depth ``d`` puts round(d x G) of the G filler characters before the key line (0: right after
 BOS, the farthest from the cue; 1: right before the cue, the nearest), as the passkey grid of
@@ -53,6 +54,11 @@ def document_text(key: str, before: int, after: int) -> str:
 def overhead_chars(key_length: int) -> int:
     """Every character of a document but the filler's."""
     return len(document_text("0" * key_length, 0, 0))
+
+
+def chance_accuracy(key_length: int) -> float:
+    """The exact-match accuracy of guessing each key character uniformly within its class."""
+    return math.prod(1 / len(KEY_ALPHABETS[i % len(KEY_ALPHABETS)]) for i in range(key_length))
 
 
 def random_key(rng: random.Random, key_length: int) -> str:

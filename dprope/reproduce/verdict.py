@@ -128,18 +128,44 @@ def claim_sentence(title: str, comparisons: list[Comparison | None]) -> str:
     return f"{title}: {', '.join(means)}; {'; '.join(parts)}."
 
 
+LEARNED_FACTOR = 10  # retrieval within L counts as learned at 10 x the chance accuracy or more
+
+
+def learned_sentence(accuracies: list[float], length: int, chance: float) -> str:
+    """Whether the pre-trained model retrieves the key within L at all: its exact-match accuracy
+    at L (mean over seeds) against ``LEARNED_FACTOR`` x the chance accuracy."""
+    if not accuracies:
+        return f"Retrieval within L = {length}: not measured."
+    mean = fmean(accuracies)
+    learned = mean >= LEARNED_FACTOR * chance
+    return (
+        f"Retrieval within L = {length}: the pre-trained model finds the key in {100 * mean:.1f}% of the "
+        f"prompts (mean over {len(accuracies)} seed{'s' if len(accuracies) != 1 else ''}; chance "
+        f"{100 * chance:.1f}%), so the task was "
+        + (
+            "learned."
+            if learned
+            else f"not learned at this budget (below {LEARNED_FACTOR} x chance): the retrieval "
+            "comparisons below compare accuracies near chance and say nothing of long-range use."
+        )
+    )
+
+
 def verdict_paragraph(
     tuned_ppl: tuple[Comparison | None, Comparison | None],
     free_ppl: tuple[Comparison | None, Comparison | None],
     retrieval: list[tuple[str, list[Comparison | None]]],
     target: int,
+    learned: str | None = None,
 ) -> str:
     """The report's opening paragraph: the paper's ordering at s x L fine-tuned (Table 1) and
-    training-free (Table 10), then retrieval; every statement follows from a 95% t-interval of
-    paired per-seed differences."""
+    training-free (Table 10), then whether retrieval was learned within L (``learned``, from
+    `learned_sentence`) and retrieval beyond it; every comparison follows from a 95% t-interval
+    of paired per-seed differences."""
     sentences = [
         ordering_sentence(f"Fine-tuned perplexity at s x L = {target} (the paper's Table 1)", *tuned_ppl),
         ordering_sentence(f"Training-free perplexity at {target} (the paper's Table 10)", *free_ppl),
+        *([learned] if learned else []),
         *[claim_sentence(title, comparisons) for title, comparisons in retrieval],
     ]
     return (

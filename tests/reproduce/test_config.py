@@ -58,7 +58,7 @@ def test_bad_input_names_the_field(override, field, words, tmp_path):
 
 
 def test_presets_compose_and_plan():
-    for preset, lengths in (("cpu", [128, 256, 512]), ("gpu", [512, 1024, 2048])):
+    for preset, lengths, seeds in (("cpu", [128, 256, 512], 4), ("gpu", [512, 1024, 2048], 5)):
         repro = Reproduction.from_plain(compose_plain([f"reproduce={preset}"]))
         assert repro.lengths == lengths
         assert repro.finetune_steps * repro.reproduce.finetune.global_batch_size * repro.target_length == (
@@ -67,8 +67,8 @@ def test_presets_compose_and_plan():
         names = [s.name for s in Pipeline(repro).stages]
         # corpus, analysis, then per seed: pretrain, precision, 6 training-free,
         # 4 causal + 2 x 2 masked x (fine-tune, measure)
-        assert repro.reproduce.seeds == [0, 1, 2, 3, 4]
-        assert len(names) == 2 + 5 * (1 + 1 + 6 + 2 * (4 + 4))
+        assert repro.reproduce.seeds == list(range(seeds))
+        assert len(names) == 2 + seeds * (1 + 1 + 6 + 2 * (4 + 4))
         assert names[:5] == ["corpus", "analysis", "seed0/pretrain", "seed0/precision", "seed0/free/none"]
         assert names[10:14] == [
             "seed0/finetune/none",
@@ -94,11 +94,11 @@ def _moved(base, changed) -> set[str]:
 
 def test_stage_keys_follow_their_inputs(tmp_path):
     """A change invalidates the stages that read it and what they feed, nothing upstream."""
-    seeds = range(5)
     tuned = ["none", "pi", "yarn", "dprope"] + [
         f"{n}-{m}" for n in ("dprope", "yarn") for m in ("document", "anchor")
     ]
     base = _pipeline(tmp_path)
+    seeds = base.repro.reproduce.seeds
     moved = _moved(base, _pipeline(tmp_path, "reproduce.finetune.lr=1e-3"))
     assert moved == {f"seed{s}/{k}/{n}" for s in seeds for k in ("finetune", "tuned") for n in tuned}
 

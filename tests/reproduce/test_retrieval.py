@@ -65,7 +65,9 @@ def test_seeded_grid_and_training_documents(tokenizer):
     assert [(p.length, p.depth) for p in grid] == [(64, 0.0)] * 3 + [(64, 1.0)] * 3 + [(96, 0.0)] * 3 + [
         (96, 1.0)
     ] * 3
-    assert [p.key for p in grid] == [p.key for p in PromptBuilder(tokenizer, 3).grid([64, 96], [0.0, 1.0], 3, 7)]
+    assert [p.key for p in grid] == [
+        p.key for p in PromptBuilder(tokenizer, 3).grid([64, 96], [0.0, 1.0], 3, 7)
+    ]
     assert [p.key for p in grid] != [p.key for p in builder.grid([64, 96], [0.0, 1.0], 3, 8)]
     # a cell's keys do not depend on the other cells
     assert [p.key for p in builder.grid([96], [1.0], 3, 7)] == [p.key for p in grid[9:]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from dprope.reproduce.statistics import (
@@ -28,6 +30,30 @@ def test_t_interval_of_paired_differences_by_hand():
     # 90%: t(0.95, 3) = 2.35336
     narrow = paired_interval([11.0, 12.0, 13.0, 14.0], [10.0] * 4, confidence=0.90)
     assert narrow.high - narrow.mean == pytest.approx(2.35336 * 0.645497, abs=1e-4)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_t_interval_and_verdict_agree_with_scipys_paired_t_test(n):
+    """scipy's paired t-test (``ttest_rel``: its own interval and p-value, not the quantile the
+    implementation calls) on random pairs: the same bounds, and 'better'/'worse' exactly when the
+    two-sided p-value is below 0.05."""
+    from scipy.stats import ttest_rel
+
+    rng = random.Random(n)
+    for trial in range(40):
+        shift = rng.choice([-1.0, 0.0, 1.0]) * rng.random()
+        a = [rng.gauss(5.0, 1.0) for _ in range(n)]
+        b = [x - shift + rng.gauss(0.0, 0.5) for x in a]
+        interval = paired_interval(a, b)
+        test = ttest_rel(a, b)
+        reference = test.confidence_interval(0.95)
+        assert interval.low == pytest.approx(reference.low, rel=1e-9, abs=1e-12), trial
+        assert interval.high == pytest.approx(reference.high, rel=1e-9, abs=1e-12), trial
+        word = verdict(interval, lower_is_better=True)
+        if test.pvalue < 0.05:
+            assert word == (BETTER if interval.mean < 0 else WORSE), trial
+        else:
+            assert word == TIED, trial
 
 
 def test_pairs_stay_paired_and_non_finite_pairs_are_dropped():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dprope.reproduce.results import Measurement
-from dprope.reproduce.verdict import compare, verdict_paragraph
+from dprope.reproduce.synthetic import chance_accuracy
+from dprope.reproduce.verdict import compare, learned_sentence, verdict_paragraph
 
 PPL = Measurement(("perplexity", "512"), "PPL @ 512", True)
 RETRIEVAL = Measurement(("retrieval", "512"), "retrieval @ 512", False, 100.0, 1)
@@ -88,3 +89,22 @@ def test_verdict_paragraph_without_measurements_says_so():
     text = verdict_paragraph((None, None), (None, None), [("Retrieval at 512", [None, None])], 512)
     assert "Fine-tuned perplexity at s x L = 512 (the paper's Table 1): not measured." in text
     assert "Retrieval at 512: not measured." in text
+
+
+def test_retrieval_within_L_is_learned_only_well_above_chance():
+    chance = chance_accuracy(2)
+    assert chance == pytest.approx(1 / 260)  # a digit, then a capital
+    assert chance_accuracy(3) == pytest.approx(1 / 2600)
+    near = learned_sentence([0.01, 0.0, 0.02], 128, chance)
+    assert near.startswith(
+        "Retrieval within L = 128: the pre-trained model finds the key in 1.0% of the prompts"
+    )
+    assert "(mean over 3 seeds; chance 0.4%)" in near and "not learned at this budget" in near
+    assert learned_sentence([0.9, 0.5], 128, chance).endswith("so the task was learned.")
+    # 10 x chance = 3.85%: 3.8% is not learned, 3.9% is
+    assert "not learned" in learned_sentence([0.038], 128, chance)
+    assert learned_sentence([0.039], 128, chance).endswith("learned.")
+    assert "not learned" not in learned_sentence([0.039], 128, chance)
+    assert learned_sentence([], 128, chance) == "Retrieval within L = 128: not measured."
+    text = verdict_paragraph((None, None), (None, None), [("Retrieval at 512", [None, None])], 512, near)
+    assert text.index("Retrieval within L = 128") < text.index("Retrieval at 512: not measured.")
