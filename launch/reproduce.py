@@ -1,6 +1,6 @@
 """The paper's comparison at small scale, end to end on one machine (`make reproduce`).
 
-    python launch/reproduce.py                      # CPU preset: tiny Llama, L=128 -> 512, 5 seeds
+    python launch/reproduce.py                      # CPU preset: tiny Llama, L=128 -> 512, 4 seeds
     python launch/reproduce.py reproduce=gpu        # a larger model and L (one GPU)
     python launch/reproduce.py reproduce.seeds=[0] reproduce.output_dir=outputs/reproduce/one
 
