@@ -110,6 +110,14 @@ def test_stage_keys_follow_their_inputs(tmp_path):
     moved = _moved(base, _pipeline(tmp_path, "reproduce.precision.shift=512"))
     assert moved == {f"seed{s}/precision" for s in seeds}
 
+    # a seed added (or dropped) leaves every stage of the other seeds as it was
+    two, three = _pipeline(tmp_path, "reproduce.seeds=[0,1]"), _pipeline(tmp_path, "reproduce.seeds=[0,1,2]")
+    kept = {s.name: s.digest for s in two.stages}
+    assert {s.name: s.digest for s in three.stages if s.name in kept} == kept
+    assert {s.name for s in three.stages} - set(kept) == {
+        s.name for s in three.stages if s.name.startswith("seed2/")
+    }
+
     everything = {s.name for s in base.stages}
     assert _moved(base, _pipeline(tmp_path, "reproduce.pretrain.steps=5")) == everything - {
         "corpus",
