@@ -27,7 +27,15 @@ from dprope.reproduce.results import (
 from dprope.reproduce.stages import _write_json
 from dprope.reproduce.statistics import format_interval, paired_interval, verdict
 from dprope.reproduce.synthetic import chance_accuracy
-from dprope.reproduce.verdict import PAIRS, compare, display, learned_sentence, verdict_paragraph
+from dprope.reproduce.verdict import (
+    PAIRS,
+    compare,
+    display,
+    learned,
+    learned_sentence,
+    range_sentence,
+    verdict_paragraph,
+)
 
 
 def _row(cells: list[str]) -> str:
@@ -93,18 +101,27 @@ def verdict_text(repro: Reproduction, results: dict[str, Any]) -> str:
         for entries, setting in ((tuned, "fine-tuned"), (free, "training-free")):
             title = f"Retrieval at {n} ({setting}, exact match)"
             retrieval.append((title, [compare(entries, setting, m, "dprope", b) for b in ("yarn", "pi")]))
-    within = free.get("none", {"by_seed": {}})
-    learned = learned_sentence(
-        seed_values(within, ("retrieval", str(repro.length))),
-        repro.length,
-        chance_accuracy(repro.reproduce.synthetic.key_length),
-    )
+    within = seed_values(free.get("none", {"by_seed": {}}), ("retrieval", str(repro.length)))
+    chance = chance_accuracy(repro.reproduce.synthetic.key_length)
+    sentence = learned_sentence(within, repro.length, chance)
+    if within and not learned(within, chance):
+        # accuracies near chance: their range, not a comparison per pair (those stay in the tables)
+        beyond = [n for n in repro.lengths if n > repro.length]
+        means = {
+            f"{name}, {setting}": statistics.fmean(values)
+            for entries, setting in ((free, "training-free"), (tuned, "fine-tuned"))
+            for name, entry in entries.items()
+            for values in [[v for n in beyond for v in seed_values(entry, ("retrieval", str(n)))]]
+            if values
+        }
+        sentence += " " + range_sentence(f"Retrieval at {' and '.join(map(str, beyond))}", means)
+        retrieval = []
     return verdict_paragraph(
         ordering(tuned, "fine-tuned"),
         ordering(free, "training-free"),
         retrieval,
         repro.target_length,
-        learned,
+        sentence,
     )
 
 
@@ -215,6 +232,11 @@ def stage_times(records: dict[str, dict[str, Any]]) -> dict[str, float]:
             group = "finetune-masked"
         groups[group] = groups.get(group, 0.0) + record["elapsed_s"]
     return groups
+
+
+def _in_stage_order(times: dict[str, float]) -> list[tuple[str, float]]:
+    order = list(STAGE_GROUPS)
+    return sorted(times.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
 
 
 def cpu_seconds() -> float:
@@ -348,7 +370,7 @@ def render(
         "",
         "| stage | seconds |",
         "|---|---:|",
-        *[f"| {STAGE_GROUPS.get(k, k)} | {v:.0f} |" for k, v in times.items()],
+        *[f"| {STAGE_GROUPS.get(k, k)} | {v:.0f} |" for k, v in _in_stage_order(times)],
         f"| all stages (sum of their last runs) | {sum(times.values()):.0f} |",
         f"| this invocation (skipped stages cost nothing) | {wall_s:.0f} |",
         *([f"| this invocation, CPU time (user + system) | {cpu_s:.0f} |"] if cpu_s is not None else []),

@@ -131,23 +131,39 @@ def claim_sentence(title: str, comparisons: list[Comparison | None]) -> str:
 LEARNED_FACTOR = 10  # retrieval within L counts as learned at 10 x the chance accuracy or more
 
 
+def learned(accuracies: list[float], chance: float) -> bool:
+    """Whether the mean accuracy within L reaches ``LEARNED_FACTOR`` x the chance accuracy."""
+    return bool(accuracies) and fmean(accuracies) >= LEARNED_FACTOR * chance
+
+
 def learned_sentence(accuracies: list[float], length: int, chance: float) -> str:
     """Whether the pre-trained model retrieves the key within L at all: its exact-match accuracy
     at L (mean over seeds) against ``LEARNED_FACTOR`` x the chance accuracy."""
     if not accuracies:
         return f"Retrieval within L = {length}: not measured."
     mean = fmean(accuracies)
-    learned = mean >= LEARNED_FACTOR * chance
     return (
         f"Retrieval within L = {length}: the pre-trained model finds the key in {100 * mean:.1f}% of the "
         f"prompts (mean over {len(accuracies)} seed{'s' if len(accuracies) != 1 else ''}; chance "
         f"{100 * chance:.1f}%), so the task was "
         + (
             "learned."
-            if learned
-            else f"not learned at this budget (below {LEARNED_FACTOR} x chance): the retrieval "
-            "comparisons below compare accuracies near chance and say nothing of long-range use."
+            if learned(accuracies, chance)
+            else f"not learned at this budget (below {LEARNED_FACTOR} x chance), and retrieval "
+            "comparisons say nothing of long-range use."
         )
+    )
+
+
+def range_sentence(title: str, means: dict[str, float]) -> str:
+    """Where retrieval was not learned: the range of the means instead of every comparison
+    (``means``: a label per strategy and setting -> its mean accuracy over seeds)."""
+    if not means:
+        return f"{title}: not measured."
+    low, high = min(means, key=means.__getitem__), max(means, key=means.__getitem__)
+    return (
+        f"{title}: every strategy between {100 * means[low]:.1f}% ({low}) and "
+        f"{100 * means[high]:.1f}% ({high}), means over seeds; the paired intervals are in the tables."
     )
 
 
