@@ -5,8 +5,8 @@
 
 It composes the training config (`configs/train.yaml`), builds the run as `launch/train.py` does
 and asks for exactly what training will ask for: ``trainer.steps x trainer.global_batch_size``
-sequences of ``data.max_length`` tokens, at most s x L. The run then finds the cache and
-tokenizes nothing.
+sequences of ``data.max_length`` tokens (at most s x L), rounded up to whole shuffle blocks
+(`dprope.data.sampler`). The run then finds the cache and tokenizes nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 
 from dprope.cli import hydra_main
 from dprope.data import build_train_dataset, load_tokenizer
+from dprope.data.sampler import covering_size
 from dprope.train.config import RunConfig
 
 
@@ -25,7 +26,7 @@ def main(cfg, run: RunConfig) -> None:
         print("data.streaming=true: sequences are packed on the fly, nothing to prepare")
         return
     tokenizer = load_tokenizer(run.model.tokenizer_name)
-    num_sequences = run.trainer.steps * run.trainer.global_batch_size
+    num_sequences = covering_size(run.trainer.steps * run.trainer.global_batch_size)
     dataset = build_train_dataset(
         run.data,
         tokenizer,

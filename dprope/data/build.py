@@ -25,15 +25,17 @@ from dprope.data import cache
 from dprope.data.config import DataConfig
 from dprope.data.dataset import PackedDataset, PackedStream
 from dprope.data.encode import encoded_batches
-from dprope.data.packing import token_dtype
+from dprope.data.packing import piece_batches, token_dtype
 from dprope.data.sources import load_documents, source_fingerprint
 from dprope.data.tokenizer import tokenizer_fingerprint
+from dprope.storage import NoSpaceError
 
 log = logging.getLogger(__name__)
 
 
 def separator_ids(cfg: DataConfig, tokenizer) -> tuple[int | None, int | None]:
-    """The BOS and EOS ids packing puts around each document (None when switched off)."""
+    """The BOS and EOS ids packing puts around each document (None when switched off; ``cfg``
+    resolved, `DataConfig.resolved`)."""
     bos = tokenizer.bos_token_id if cfg.add_bos else None
     eos = tokenizer.eos_token_id if cfg.add_eos else None
     if cfg.add_bos and bos is None:
@@ -60,8 +62,11 @@ def build_train_dataset(
     sequences of the seeded document shuffle; when the corpus packs into fewer, they repeat in
     order (see `PackedDataset`). None packs the whole split. ``target_context`` is s x L of the
     RoPE configuration; a longer ``max_length`` is refused. Map-style (a `PackedDataset` from the
-    cache) unless ``cfg.streaming`` (a `PackedStream`, nothing cached).
+    cache) unless ``cfg.streaming`` (a `PackedStream`, nothing cached). Packing conventions left
+    null are this project's (`dprope.data.config.STANDARD`); a training run has resolved them
+    for its attention mode already.
     """
+    cfg = cfg.resolved()
     if target_context is not None and cfg.max_length > target_context:
         raise ConfigError(
             "data.max_length", f"{cfg.max_length} exceeds the target context s x L = {target_context}"
@@ -69,6 +74,13 @@ def build_train_dataset(
     if num_sequences is not None and num_sequences <= 0:
         raise ConfigError("num_sequences", f"must be positive or None (got {num_sequences})")
     separators = separator_ids(cfg, tokenizer)
+    log.info(
+        "data: %s packing, %s, windows of %d tokens for %d targets",
+        cfg.packing,
+        "EOS after every document" if cfg.add_eos else "no EOS",
+        cfg.window,
+        cfg.max_length if cfg.extra_target else cfg.max_length - 1,
+    )
     split, split_field = cfg.train_split, "data.train_split"
     if cfg.streaming:
         documents = load_documents(cfg, split, split_field, streaming=True)
@@ -85,6 +97,8 @@ def build_train_dataset(
             num_sequences,
             cfg.processes,
             cfg.steady_memory,
+            extra_target=cfg.extra_target,
+            pieces=cfg.packing == "pieces",
         )
     key = cache.cache_key(
         cfg,
@@ -104,16 +118,21 @@ def build_train_dataset(
             "data: tokenizing split %r into %s (once for these settings; later runs reuse it)", split, path
         )
         documents = load_documents(cfg, split, split_field, streaming=False)
-        with cache.staging(path) as partial:
-            meta = {"key": key, "tokenizer_name": tokenizer_name, "pad_id": pad_id(tokenizer)}
-            need = None if num_sequences is None else num_sequences * cfg.max_length
-            meta = _tokenize_into(cfg, documents, tokenizer, separators, need, partial, meta)
-            if meta["num_tokens"] < (cfg.max_length if cfg.drop_tail else 1):
-                raise ConfigError(
-                    "data.max_length",
-                    f"the split packs into no sequence of {cfg.max_length} tokens ({meta['num_tokens']} in all)",
-                )
-    log.info("data: built %s (%d documents, %d tokens)", path, meta["num_documents"], meta["num_tokens"])
+        try:
+            with cache.staging(path) as partial:
+                meta = {"key": key, "tokenizer_name": tokenizer_name, "pad_id": pad_id(tokenizer)}
+                need = None if num_sequences is None else num_sequences * cfg.window
+                meta = _tokenize_into(cfg, documents, tokenizer, separators, need, partial, meta)
+                if meta["num_tokens"] < (cfg.window if cfg.drop_tail else 1):
+                    raise ConfigError(
+                        "data.max_length",
+                        f"the split packs into no sequence of {cfg.window} tokens ({meta['num_tokens']} in all)",
+                    )
+        except NoSpaceError as err:
+            field = "data.cache_path" if cfg.cache_path else "data.cache_dir"
+            raise ConfigError(field, f"{err} (free space, or point {field} at a larger disk)") from None
+    unit = "pieces" if cfg.packing == "pieces" else "documents"  # a cut document: a piece per window
+    log.info("data: built %s (%d %s, %d tokens)", path, meta["num_documents"], unit, meta["num_tokens"])
     return PackedDataset(path, num_sequences, from_cache=False)
 
 
@@ -125,8 +144,9 @@ def _tokenize_into(
     batches = (batch["text"] for batch in documents.shuffle(seed=cfg.seed).iter(batch_size=cfg.batch_size))
     writer = cache.TokenWriter(directory, dtype)
     encoded = encoded_batches(batches, tokenizer, separators, dtype, cfg.processes, cfg.batch_size)
+    joined = piece_batches(encoded, cfg.window, separators[0]) if cfg.packing == "pieces" else encoded
     with closing(encoded):  # stopping early cancels the calls still queued
-        for tokens, lengths in encoded:
+        for tokens, lengths in joined:
             writer.append(tokens, lengths)
             if need is not None and writer.num_tokens >= need:
                 break

@@ -9,7 +9,8 @@ Layout of ``<cache_root>/<name>-<split>-<max_length>-<digest>/`` (or ``cache_pat
 
 The key holds everything that changes the stored tokens: the source (hub id, configuration and
 revision, or each file's path, size and modification time), split, text field, document cap,
-the tokenizer's fingerprint, max_length, separators, tail rule, seed and the number of sequences.
+the tokenizer's fingerprint, max_length, separators, tail rule, seed and the number of sequences,
+and the packing and extra target when they are not the stream packing's (`DataConfig.packing`).
 Its hash names the directory, so a changed key is simply another directory.
 
 A build writes into a hidden ``.<name>.partial-<pid>`` sibling under a file lock, writes
@@ -21,6 +22,7 @@ wait for the first one's build instead of repeating it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -36,6 +38,7 @@ import numpy as np
 from dprope.config import ConfigError
 from dprope.data.config import DataConfig
 from dprope.data.sources import SOURCE_FIELD
+from dprope.storage import NoSpaceError, newest_file, no_space
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,9 @@ TOKENS, DOC_OFFSETS, META, COMPLETE = "tokens.bin", "doc_offsets.npy", "meta.jso
 def cache_key(
     cfg: DataConfig, split: str, source: dict[str, Any], tokenizer_hash: str, num_sequences: int | None
 ) -> dict[str, Any]:
-    """Everything that changes the stored tokens, as plain JSON values."""
+    """Everything that changes the stored tokens, as plain JSON values (packing conventions left
+    null are the standard ones, as `dprope.data.build` resolves them)."""
+    cfg = cfg.resolved()
     key = {
         "format": FORMAT,
         "source": cfg.source,
@@ -62,6 +67,8 @@ def cache_key(
         "seed": cfg.seed,
         "num_sequences": num_sequences,
     }
+    if cfg.packing != "stream" or cfg.extra_target:  # only then: caches of the stream packing keep their keys
+        key.update(packing=cfg.packing, extra_target=cfg.extra_target)
     return json.loads(json.dumps(key))  # tuples -> lists, as they read back from meta.json
 
 
@@ -160,7 +167,8 @@ def staging(path: Path) -> Iterator[Path]:
     """A fresh partial directory, published as ``path`` (with COMPLETE) if the block succeeds.
 
     Call it holding `locked(path)`: any partial directory left beside ``path`` is then a crashed
-    build's and is removed first; on an exception the partial directory is removed too.
+    build's and is removed first; on an exception the partial directory is removed too, and a
+    full disk becomes a `NoSpaceError` naming the file being written.
     """
     for stale in path.parent.glob(f".{path.name}.partial-*"):
         log.warning("removing %s left by an interrupted build", stale)
@@ -173,8 +181,11 @@ def staging(path: Path) -> Iterator[Path]:
         if path.exists():
             shutil.rmtree(path)
         os.rename(partial, path)
-    except BaseException:
+    except BaseException as err:
+        culprit = newest_file(partial) if no_space(err) else None
         shutil.rmtree(partial, ignore_errors=True)
+        if culprit is not None:
+            raise NoSpaceError(culprit, "the partial cache was removed") from err
         raise
 
 
@@ -189,7 +200,9 @@ class TokenWriter:
         self.num_tokens = 0
 
     def append(self, tokens: np.ndarray, doc_lengths: np.ndarray) -> None:
-        tokens.astype(self.dtype, copy=False).tofile(self.file)
+        # a Python write, not ndarray.tofile: a full disk then raises OSError(ENOSPC), not
+        # "N requested and M written"
+        self.file.write(memoryview(np.ascontiguousarray(tokens, dtype=self.dtype)))
         self.lengths.append(np.asarray(doc_lengths, dtype=np.int64))
         self.num_tokens += len(tokens)
 
@@ -201,7 +214,9 @@ class TokenWriter:
         lengths = np.concatenate(self.lengths) if self.lengths else np.empty(0, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
         offsets = offsets[offsets < num_tokens]
-        np.save(self.directory / DOC_OFFSETS, offsets)
+        buffer = io.BytesIO()  # np.save to a file writes with tofile (no errno on a full disk)
+        np.save(buffer, offsets)
+        (self.directory / DOC_OFFSETS).write_bytes(buffer.getvalue())
         meta = {**meta, "dtype": self.dtype.name, "num_tokens": num_tokens, "num_documents": len(offsets)}
         (self.directory / META).write_text(json.dumps(meta, indent=1))
         return meta

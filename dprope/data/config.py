@@ -9,21 +9,43 @@ Three sources, chosen by the explicit ``source`` key (never by which keys happen
   files, given per split as paths or globs;
 - ``embedded``: the Python standard library's own source files, present on every machine
   (`dprope.data.embedded`), for ``make demo`` and the tests.
+
+Three packing conventions (`PackingConventions`) may be left null, and then follow the attention
+mode of the run (``trainer.attention``; `dprope.train.attention`): ``add_eos``, ``packing`` and
+``extra_target``. `STANDARD` is this project's packing, `ANCHORCONTEXT` the AnchorAttention
+authors' (Wang et al. 2024, their public training code), the default of ``trainer.attention=anchor``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dprope.config import ConfigError, from_mapping
 
 SOURCES = ("hub", "files", "embedded")
+PACKINGS = ("stream", "pieces")
 CACHE_ENV = "DPROPE_DATA_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/dprope/data"
+
+
+@dataclass(frozen=True)
+class PackingConventions:
+    """How documents become training windows (`dprope.data.packing`)."""
+
+    add_eos: bool  # every document ends with EOS
+    packing: str  # stream | pieces (see DataConfig.packing)
+    extra_target: bool  # a window reads max_length + 1 tokens: max_length targets, not max_length - 1
+
+
+STANDARD = PackingConventions(add_eos=True, packing="stream", extra_target=False)
+# the AnchorAttention authors' code: no EOS between documents; windows filled document by document,
+# a document cut at a window's end going on in the next as a piece with its own BOS, documents and
+# pieces of two tokens or fewer left out; T + 1 tokens read for T inputs and T targets
+ANCHORCONTEXT = PackingConventions(add_eos=False, packing="pieces", extra_target=True)
 
 
 @dataclass
@@ -42,7 +64,10 @@ class DataConfig:
     max_documents: int | None = None  # read only the first N documents of a split (source order)
     max_length: int = 512  # tokens per training sequence, at most s x L (paper: 8192 at s=2, 16384 at s=4)
     add_bos: bool = True  # each packed document starts with BOS (as LLaMA's tokenizer does alone)
-    add_eos: bool = True  # each packed document ends with EOS, so the model learns where one stops
+    # packing conventions (dprope.data.packing); null = the attention mode's (anchor: the authors')
+    add_eos: bool | None = None  # each packed document ends with EOS (anchor: no EOS)
+    packing: str | None = None  # stream (cut every max_length tokens) | pieces (the authors'; anchor)
+    extra_target: bool | None = None  # read max_length + 1 tokens: max_length targets, not - 1 (anchor)
     drop_tail: bool = True  # drop the last, partial sequence; false = keep it padded (padding unlabelled)
     seed: int = 0  # document shuffle before packing
     streaming: bool = False  # tokenize and pack on the fly, nothing cached (corpora larger than memory)
@@ -65,6 +90,10 @@ class DataConfig:
             raise ConfigError("text_field", "must be a column name")
         if self.max_length <= 0:
             raise ConfigError("max_length", f"must be positive (got {self.max_length})")
+        if self.packing is not None and self.packing not in PACKINGS:
+            raise ConfigError(
+                "packing", f"must be one of {', '.join(PACKINGS)} or null (got {self.packing!r})"
+            )
         for name in ("max_documents", "num_proc"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -74,6 +103,20 @@ class DataConfig:
                 raise ConfigError(name, f"must be positive (got {getattr(self, name)})")
         if self.train_split in self.eval_splits:
             raise ConfigError("eval_splits", f"must not contain the training split {self.train_split!r}")
+
+    def resolved(self, conventions: PackingConventions = STANDARD) -> DataConfig:
+        """This config with each packing convention left null taken from ``conventions``."""
+        chosen = {
+            name: getattr(conventions, name)
+            for name in ("add_eos", "packing", "extra_target")
+            if getattr(self, name) is None
+        }
+        return replace(self, **chosen) if chosen else self
+
+    @property
+    def window(self) -> int:
+        """Tokens read per training window: max_length, plus one with ``extra_target``."""
+        return self.max_length + bool(self.extra_target)
 
     @property
     def cache_root(self) -> Path:

@@ -5,7 +5,10 @@ Both yield the same items::
     {"input_ids": LongTensor (max_length,), "doc_starts": LongTensor (num_starts,), "length": int}
 
 ``length`` is ``max_length`` except for a kept tail, whose padding `collate_packed` leaves out
-of the loss.
+of the loss. With ``data.extra_target`` each window is read with one token more, and an item
+also has ``"next_token": int``, that token: the target of its last position (-100 when the
+window has none, in a kept tail), from which the collate builds ``shift_labels``
+(`dprope.data.segments`).
 """
 
 from __future__ import annotations
@@ -22,14 +25,33 @@ import torch
 from dprope.data.cache import DOC_OFFSETS, META, TOKENS
 from dprope.data.encode import encoded_batches
 from dprope.data.memory import steady_allocator
-from dprope.data.packing import PackedSequence, num_packed, pack_stream, sequence_at, token_dtype
+from dprope.data.packing import (
+    PackedSequence,
+    num_packed,
+    pack_stream,
+    sequence_at,
+    token_dtype,
+    window_pieces,
+)
+
+NO_TARGET = -100  # the label the loss ignores
 
 
-def as_item(sequence: PackedSequence) -> dict[str, Any]:
+def as_item(sequence: PackedSequence, inputs: int | None = None) -> dict[str, Any]:
+    """The dataset item of a packed window; a window of ``inputs + 1`` tokens (``data.extra_target``)
+    gives its first ``inputs`` tokens as the input and its last as ``next_token``."""
+    if inputs is None or len(sequence.input_ids) == inputs:
+        return {
+            "input_ids": torch.from_numpy(sequence.input_ids),
+            "doc_starts": torch.from_numpy(sequence.doc_starts),
+            "length": sequence.length,
+        }
+    starts = sequence.doc_starts[sequence.doc_starts < inputs]
     return {
-        "input_ids": torch.from_numpy(sequence.input_ids),
-        "doc_starts": torch.from_numpy(sequence.doc_starts),
-        "length": sequence.length,
+        "input_ids": torch.from_numpy(sequence.input_ids[:inputs].copy()),
+        "doc_starts": torch.from_numpy(starts),
+        "length": min(sequence.length, inputs),
+        "next_token": int(sequence.input_ids[inputs]) if sequence.length > inputs else NO_TARGET,
     }
 
 
@@ -44,9 +66,10 @@ class PackedDataset(torch.utils.data.Dataset):
     def __init__(self, path: str | Path, num_sequences: int | None = None, from_cache: bool = False):
         self.path = Path(path)
         self.meta = json.loads((self.path / META).read_text())
-        self.max_length: int = self.meta["key"]["max_length"]
+        self.max_length: int = self.meta["key"]["max_length"]  # inputs per item
+        self.window = self.max_length + bool(self.meta["key"].get("extra_target", False))  # tokens read
         self.pad_id: int = self.meta["pad_id"]
-        self.num_packed = num_packed(self.meta["num_tokens"], self.max_length, self.meta["key"]["drop_tail"])
+        self.num_packed = num_packed(self.meta["num_tokens"], self.window, self.meta["key"]["drop_tail"])
         self.num_sequences = num_sequences or self.num_packed
         self.from_cache = from_cache  # True when this run reused a cache instead of building it
         self._tokens: np.ndarray | None = None
@@ -71,7 +94,8 @@ class PackedDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.num_sequences:
             raise IndexError(f"sequence {index} of {self.num_sequences}")
         tokens, offsets = self._arrays()
-        return as_item(sequence_at(tokens, offsets, index % self.num_packed, self.max_length, self.pad_id))
+        window = sequence_at(tokens, offsets, index % self.num_packed, self.window, self.pad_id)
+        return as_item(window, self.max_length)
 
 
 class PackedStream(torch.utils.data.IterableDataset):
@@ -79,7 +103,9 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     The global order is fixed by the seed: documents pass through the stream's buffer shuffle
     (epoch ``e`` reshuffles with ``set_epoch(e)``), are tokenized by ``threads`` threads a call
-    at a time (`dprope.data.encode`) and packed by `pack_stream`. Memory is the shuffle buffer,
+    at a time (`dprope.data.encode`), cut into `dprope.data.packing.WindowPieces` (``pieces``)
+    and packed by `pack_stream` into windows of ``max_length`` tokens (one more with
+    ``extra_target``). Memory is the shuffle buffer,
     the calls in flight and one sequence, whatever the corpus size (with ``steady_memory``, the
     allocator settings of `dprope.data.memory` keep freed memory from accumulating). Global
     sequence ``g`` goes to the same rank as in `ResumableSampler` without shuffling: after
@@ -104,6 +130,8 @@ class PackedStream(torch.utils.data.IterableDataset):
         num_sequences: int | None,
         threads: int = 1,
         steady_memory: bool = False,
+        extra_target: bool = False,
+        pieces: bool = False,
     ):
         self.documents = documents  # a datasets.IterableDataset with the column `text`
         self.tokenizer = tokenizer
@@ -113,6 +141,8 @@ class PackedStream(torch.utils.data.IterableDataset):
         self.num_sequences = num_sequences
         self.threads = threads
         self.steady_memory = steady_memory  # `dprope.data.memory.steady_allocator` before the first document
+        self.window = max_length + extra_target  # tokens read per item (data.extra_target)
+        self.pieces = pieces  # data.packing=pieces
         self.consumed, self.rank, self.world_size = 0, 0, 1
 
     def resume(self, consumed: int = 0, rank: int = 0, world_size: int = 1) -> PackedStream:
@@ -150,7 +180,10 @@ class PackedStream(torch.utils.data.IterableDataset):
         epoch = 0
         while True:
             count = 0
-            for sequence in pack_stream(self._documents(epoch), self.max_length, self.drop_tail, self.pad_id):
+            documents = self._documents(epoch)
+            if self.pieces:
+                documents = window_pieces(documents, self.window, self.separators[0])
+            for sequence in pack_stream(documents, self.window, self.drop_tail, self.pad_id):
                 count += 1
                 yield sequence
             if self.num_sequences is None:
@@ -176,4 +209,4 @@ class PackedStream(torch.utils.data.IterableDataset):
             if per_rank is not None and local >= per_rank:
                 return
             if position >= self.consumed and rank == self.rank:
-                yield as_item(sequence)
+                yield as_item(sequence, self.max_length)

@@ -11,6 +11,16 @@ positions and masks without re-packing; a sequence that begins inside a document
 
 The same cut is computed two ways: `sequence_at` over a stored stream (the cache), and
 `pack_stream` over documents as they come (streaming). Both are pure functions of their inputs.
+
+``data.packing=pieces`` (the AnchorAttention authors' packing, Wang et al. 2024, their public
+code) first turns the documents into `WindowPieces`: windows are filled document by document,
+and a document cut at a window's end goes on at the start of the next window as a piece with its
+own BOS (the anchor there), so that every window begins with a BOS and the cut above falls
+between pieces; documents of `SHORT_PIECE` tokens or fewer (separators included), and continued
+pieces of that many tokens or fewer (their added BOS not counted), are left out, as theirs are.
+The stream of pieces is then stored and cut like any other, ``doc_starts`` listing the pieces.
+With ``data.extra_target`` a sequence is ``max_length + 1`` tokens (the window), the last one
+only a target (`dprope.data.dataset.as_item`).
 """
 
 from __future__ import annotations
@@ -59,6 +69,60 @@ def join_documents(
     if len(wide) and np.dtype(dtype).itemsize < joined.itemsize and wide.max() > np.iinfo(dtype).max:
         raise ValueError(f"token id {wide.max()} does not fit {np.dtype(dtype).name}")
     return wide.astype(dtype), np.asarray(lengths, dtype=np.int64)
+
+
+SHORT_PIECE = 2  # pieces packing: documents and continued pieces of at most this many tokens are left out
+
+
+class WindowPieces:
+    """The pieces of each document in turn, for windows of ``window`` tokens (``data.packing=pieces``).
+
+    A document that fits the current window is one piece; one that does not is cut at the window's
+    end, and its rest goes on in the next window after a ``bos`` (when not None), cut again as
+    often as needed. Stateful: it remembers how full the current window is, across documents.
+    """
+
+    def __init__(self, window: int, bos: int | None, short: int = SHORT_PIECE):
+        self.window, self.bos, self.short = window, bos, short
+        self.filled = 0  # tokens already in the current window
+
+    def of(self, document: np.ndarray) -> list[np.ndarray]:
+        if len(document) <= self.short:
+            return []
+        pieces = []
+        piece = document
+        while len(piece) > self.window - self.filled:
+            space = self.window - self.filled
+            pieces.append(piece[:space])
+            self.filled = 0
+            rest = piece[space:]
+            if len(rest) <= self.short:  # the authors skip such a piece before adding its BOS
+                return pieces
+            if self.bos is not None and rest[0] != self.bos:
+                rest = np.concatenate([np.asarray([self.bos], dtype=rest.dtype), rest])
+            piece = rest
+        pieces.append(piece)
+        self.filled = (self.filled + len(piece)) % self.window
+        return pieces
+
+
+def window_pieces(documents: Iterable[np.ndarray], window: int, bos: int | None) -> Iterator[np.ndarray]:
+    """`WindowPieces` of documents as they come (streaming)."""
+    pieces = WindowPieces(window, bos)
+    for document in documents:
+        yield from pieces.of(document)
+
+
+def piece_batches(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]], window: int, bos: int | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`WindowPieces` of joined calls (``(tokens, document lengths)``, as `join_documents` returns
+    them): the same tokens cut into pieces, and each piece's length."""
+    pieces = WindowPieces(window, bos)
+    for tokens, lengths in batches:
+        cut = [p for d in np.split(tokens, np.cumsum(lengths)[:-1]) for p in pieces.of(d)]
+        joined = np.concatenate(cut) if cut else tokens[:0]
+        yield joined, np.asarray([len(p) for p in cut], dtype=np.int64)
 
 
 def num_packed(num_tokens: int, max_length: int, drop_tail: bool) -> int:

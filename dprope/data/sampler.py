@@ -1,11 +1,21 @@
 """Resumable, distributed sampling and the batch collation of packed sequences.
 
-The global order is one permutation of the dataset's indices, drawn from ``seed`` alone, so it
-is the same on every run and for every world size. Training consumes it front to back, a global
-batch at a time: after ``k`` optimizer steps, ``consumed = k x global_batch`` samples are behind.
-Rank ``r`` of ``W`` takes global positions ``consumed + r, consumed + r + W, ...``; since a global
-batch is a multiple of ``W``, each step's global batch is exactly the next ``global_batch``
-positions of the order, whichever ranks hold them.
+The global order is prefix-stable: position ``p`` of the order names the same dataset index
+whatever the number of steps or the global batch a run plans. It shuffles the packed sequences
+within consecutive blocks of `SHUFFLE_BLOCK`: block ``b`` (positions ``b x B .. (b + 1) x B - 1``)
+is a permutation of the dataset indices ``b x B .. (b + 1) x B - 1`` drawn from ``(seed, b)``
+alone. A run of ``N`` samples therefore needs a dataset of `covering_size` ``(N)`` sequences (``N``
+rounded up to whole blocks), and raising ``trainer.steps`` on resume continues with samples no
+earlier step has seen, in the order a run planned that long from the start would take. The
+packed sequences come out of a seeded document shuffle already (`dprope.data.build`); the block
+shuffle only spreads the consecutive sequences of one long document over different steps.
+
+Training consumes the order front to back, a global batch at a time: after ``k`` optimizer steps,
+``consumed = k x global_batch`` samples are behind. Rank ``r`` of ``W`` takes global positions
+``consumed + r, consumed + r + W, ...``; since a global batch is a multiple of ``W``, each step's
+global batch is exactly the next ``global_batch`` positions of the order, whichever ranks hold
+them. Neither the world size nor the global batch changes the order, so a resume with another
+global batch also continues right after the ``consumed`` samples.
 
 Resuming with another world size: restart the sampler with the same seed and the ``consumed``
 of the checkpoint and the new ``W``. The samples already consumed are skipped exactly; the rest
@@ -19,14 +29,25 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+
+# packed sequences shuffled together: the order's look-ahead, and what a run's dataset is rounded to
+SHUFFLE_BLOCK = 1024
+
+
+def covering_size(num_samples: int, block: int = SHUFFLE_BLOCK) -> int:
+    """The dataset size the first ``num_samples`` positions of the order draw from: whole blocks."""
+    return -(-num_samples // block) * block
 
 
 class ResumableSampler(torch.utils.data.Sampler[int]):
     """This rank's dataset indices of the seeded global order, after ``consumed`` global samples.
 
-    Every rank gets the same number, ``(num_samples - consumed) // world_size``: the last
-    ``< world_size`` samples are left out rather than repeated, so no rank waits on another.
+    ``num_samples`` is the number of positions the run draws (``N``); with ``shuffle`` the
+    dataset must hold `covering_size` ``(N, block)`` items, without it ``N``. Every rank gets the
+    same number, ``(num_samples - consumed) // world_size``: the last ``< world_size`` samples are
+    left out rather than repeated, so no rank waits on another.
     """
 
     def __init__(
@@ -37,27 +58,42 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         world_size: int = 1,
         consumed: int = 0,
         shuffle: bool = True,
+        block: int = SHUFFLE_BLOCK,
     ):
         if num_samples <= 0:
             raise ValueError(f"num_samples must be positive (got {num_samples})")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
-        self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
+        if block <= 0:
+            raise ValueError(f"block must be positive (got {block})")
+        self.num_samples, self.seed, self.shuffle, self.block = num_samples, seed, shuffle, block
         self.rank, self.world_size = rank, world_size
         self.consumed = 0
         self.set_consumed(consumed)
+
+    @property
+    def dataset_size(self) -> int:
+        """The dataset indices the order draws from: ``0 .. dataset_size - 1``."""
+        return covering_size(self.num_samples, self.block) if self.shuffle else self.num_samples
 
     def set_consumed(self, consumed: int) -> None:
         if not 0 <= consumed <= self.num_samples:
             raise ValueError(f"consumed {consumed} outside [0, {self.num_samples}]")
         self.consumed = consumed
 
+    def block_order(self, block: int) -> np.ndarray:
+        """Dataset indices of positions ``block x B .. (block + 1) x B - 1``: a permutation of the
+        same range, drawn from ``(seed, block)`` alone."""
+        permutation = np.random.default_rng([self.seed, block]).permutation(self.block)
+        return block * self.block + permutation
+
     def global_order(self) -> torch.Tensor:
-        """All ``num_samples`` dataset indices in training order (independent of rank and world size)."""
+        """The first ``num_samples`` dataset indices in training order (independent of rank, world
+        size, global batch and of ``num_samples`` itself: a longer run's order starts with it)."""
         if not self.shuffle:
             return torch.arange(self.num_samples)
-        generator = torch.Generator().manual_seed(self.seed)
-        return torch.randperm(self.num_samples, generator=generator)
+        blocks = range(covering_size(self.num_samples, self.block) // self.block)
+        return torch.from_numpy(np.concatenate([self.block_order(b) for b in blocks])[: self.num_samples])
 
     def __len__(self) -> int:
         return (self.num_samples - self.consumed) // self.world_size

@@ -15,11 +15,19 @@ builds it on the CPU from the packed ``doc_starts`` (`dprope.data.packing`), nev
   position 0 that is the first token of its segment attends only to itself, so every copy of it
   computes the same keys and values in every layer: all documents see one shared anchor, as in
   their FlexAttention path (one anchor prepended, visible to every token). A window that begins
-  inside a document gets the anchor too: its first token is replaced by BOS, so the continuation
-  loses one token of context (their packing also loses one token at each cut).
+  inside a document (``data.packing=stream``) gets the anchor too: its first token is replaced
+  by BOS, so the continuation loses one token of context. The authors' packing
+  (``data.packing=pieces``, the default of ``trainer.attention=anchor``) puts a BOS in front of a
+  continued piece instead, so every window already begins with one.
 
 Padding after a kept tail's ``length`` is a segment of its own (it never sees real tokens and
 no real token sees it; its labels are -100 anyway).
+
+Targets: ``labels`` are the input ids (the model shifts them: T - 1 targets per window). Items
+read with one more token (``data.extra_target``, the AnchorAttention authors' convention) carry
+``next_token``, and every collate here then adds ``shift_labels`` (batch, seq): the target of
+each position, the last one included (T targets), which the model's loss takes as they are
+(`next_token_targets`).
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from typing import Any
 import torch
 
 from dprope.data.sampler import collate_packed
+
+IGNORE_INDEX = -100
 
 
 def segment_bounds(doc_starts: torch.Tensor, length: int, max_length: int) -> list[int]:
@@ -97,6 +107,24 @@ def cu_seqlens(segment_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     return bounds, int((bounds[1:] - bounds[:-1]).max())
 
 
+def next_token_targets(out: dict[str, Any], batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Add ``shift_labels`` (batch, seq) when the items carry ``next_token``: position t's target
+    is label t + 1 (-100 on padding), the last position's the item's ``next_token``."""
+    if "next_token" not in batch[0]:
+        return out
+    labels = out["labels"]  # (batch, seq): the input ids, -100 after a kept tail's length
+    targets = torch.full_like(labels, IGNORE_INDEX)
+    targets[:, :-1] = labels[:, 1:]
+    targets[:, -1] = torch.tensor([item["next_token"] for item in batch])
+    out["shift_labels"] = targets
+    return out
+
+
+def collate_causal(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`collate_packed` (one causal segment per window), with `next_token_targets`."""
+    return next_token_targets(collate_packed(batch), batch)
+
+
 def collate_segments(
     batch: Sequence[dict[str, Any]], layout: SegmentLayout, bos_id: int | None
 ) -> dict[str, Any]:
@@ -119,4 +147,4 @@ def collate_segments(
         segment_rows.append(segments)
     out["segment_ids"] = torch.stack(segment_rows)  # (batch, seq)
     out["cu_seqlens"], out["max_length"] = cu_seqlens(out["segment_ids"])
-    return out
+    return next_token_targets(out, batch)

@@ -21,6 +21,7 @@ class EvalContext:
     progress: bool = True  # tqdm progress bars on stderr
     original_length: int | None = None  # the pre-training context L the checkpoint's RoPE scaling starts from
     backends: Backends = field(default_factory=Backends)  # how the model is queried (generation, lm-eval)
+    chat_template: bool = False  # prompts wrapped in the tokenizer's chat template (dprope.eval.chat)
 
 
 @dataclass

@@ -150,6 +150,9 @@ def evaluate_tasks(
             bootstrap_iters=cfg.bootstrap_iters,
             log_samples=on_samples is not None,
             fewshot_random_seed=cfg.fewshot_seed,
+            # eval.chat_template: lm-eval's own chat formatting (few-shot examples as turns of it)
+            apply_chat_template=ctx.chat_template,
+            fewshot_as_multiturn=ctx.chat_template and task.num_fewshot > 0,
         )
         if on_samples is not None:
             on_samples(task.name, results["samples"][task.name])
@@ -159,6 +162,7 @@ def evaluate_tasks(
             "metric": task.metric,
             "num_fewshot": task.num_fewshot,
             "average": "unweighted mean of subtasks" if task.subtask_mean else "lm-eval",
+            "chat_template": ctx.chat_template,
             "score": score,
             "stderr": stderr,
         }

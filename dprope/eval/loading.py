@@ -106,33 +106,16 @@ def resolve_checkpoint(model: ModelConfig, rope: RopeConfig | None = None) -> Ch
 def apply_strategy(checkpoint: Checkpoint, rope: RopeConfig, model: ModelConfig) -> None:
     """Apply ``rope`` to a base checkpoint's config, as the trainer does before fine-tuning.
 
-    The base must use plain RoPE (``rope_type`` default) with the preset's geometry: head_dim and
-    rope_theta (checked by `apply_rope`) and pre-training length L = its max_position_embeddings;
-    a checkpoint that already carries a scaling (a trainer export) would get it replaced silently.
-    The checkpoint is renamed ``<name>-<strategy>-x<factor>`` and its ``strategy`` record names
-    the strategy, factor, per-pair factors and exported rope_parameters.
+    The checkpoint's rotary geometry (family, head_dim, base, its own rope type and parameters,
+    L = max_position_embeddings) must agree with the preset's (`dprope.model.apply_rope`); a
+    checkpoint whose own RoPE is scaled (Llama-3.1's llama3) has the strategy composed with it,
+    and one whose rope type does not compose (a trainer's longrope export) is refused. The
+    checkpoint is renamed ``<name>-<strategy>-x<factor>`` and its ``strategy`` record names the
+    strategy, factor, per-pair factors and exported rope_parameters.
     """
     from dprope.rope.summary import strategy_summary
 
-    hf_config = checkpoint.hf_config
-    params = getattr(hf_config, "rope_parameters", None) or {}
-    rope_type = params.get("rope_type", "default")
-    if rope_type != "default":
-        raise ConfigError(
-            "rope",
-            f"{checkpoint.source} already uses rope_type {rope_type!r}; training-free evaluation applies "
-            "a strategy to a base checkpoint (drop rope= to evaluate this one as it is)",
-        )
-    base = params.get("rope_theta")
-    if base is not None and float(base) != model.rope_theta:
-        raise ConfigError("model.rope_theta", f"{model.rope_theta} does not match the checkpoint's {base}")
-    if int(hf_config.max_position_embeddings) != model.original_max_position_embeddings:
-        raise ConfigError(
-            "model.original_max_position_embeddings",
-            f"{model.original_max_position_embeddings} does not match the checkpoint's "
-            f"max_position_embeddings ({hf_config.max_position_embeddings})",
-        )
-    scaling = apply_rope(hf_config, rope, model)
+    scaling = apply_rope(checkpoint.hf_config, rope, model, checkpoint.source)
     checkpoint.strategy = {**strategy_summary(rope, scaling), "applied": "at load time, no fine-tuning"}
     checkpoint.applied_at_load = True
     checkpoint.name = f"{checkpoint.name}-{rope.name}-x{rope.factor:g}"

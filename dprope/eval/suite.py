@@ -33,6 +33,9 @@ class RunSettings:
     plots: bool = True  # write PNG plots next to results.json
     progress: bool = True  # tqdm progress bars on stderr
     rope_precision: str = "model"  # model (transformers' rotation) | fp32 (q/k rotated in float32, cast back)
+    chat_template: bool = (
+        False  # wrap every benchmark's prompt in the tokenizer's chat template (chat models)
+    )
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -119,8 +122,11 @@ def run_suite(
     selected = settings.selected()
     if not any(benchmark.needs_model(cfg) for benchmark, cfg in selected):
         return _rescore(model_cfg, settings, on_result)
+    from dprope.eval.chat import check_chat_template, template_sha256
+
     checkpoint = resolve_checkpoint(model_cfg, rope)
     tokenizer = load_eval_tokenizer(checkpoint)
+    check_chat_template(tokenizer, settings.chat_template, checkpoint.name)
     ctx = EvalContext(
         max_positions=checkpoint.max_positions,
         allow_beyond_max_position=settings.allow_beyond_max_position,
@@ -129,6 +135,7 @@ def run_suite(
         progress=settings.progress,
         original_length=checkpoint.original_length,
         backends=backends or Backends(),
+        chat_template=settings.chat_template,
     )
     inputs = Inputs(tokenizer, ctx, data_cfg)
     prepared = {benchmark.name: benchmark.prepare(cfg, inputs) for benchmark, cfg in selected}
@@ -146,6 +153,7 @@ def run_suite(
             "device": device,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             "attn_implementation": attention_implementation(device),
+            "chat_template_sha256": template_sha256(tokenizer) if settings.chat_template else None,
         },
         settings=asdict(settings),
     )

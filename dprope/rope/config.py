@@ -12,22 +12,34 @@ memory would not survive ``save_pretrained``, so export always goes through the 
 
 A strategy's defaults are written once, as the defaults of its fields.
 
-Adding a strategy: a pure function in `strategies.py`, a class here (fields with their comments,
-``validate``, ``compute``, ``export``, ``rule``), one line in ``STRATEGIES`` and a preset
-``configs/rope/<name>.yaml``; DPRoPE can then take it as a candidate.
+On a model whose own RoPE is already scaled (`RotaryGeometry.is_plain` false: Llama-3.1's
+``llama3`` frequencies), ``compute`` applies the strategy's rule to the model's effective
+frequencies over its context L (``divisors``, the rules of `dprope.rope.strategies` on any
+reference), and ``export`` writes transformers' ``longrope`` with the product of the model's own
+per-pair divisors and the strategy's and the product of their attention factors: the exported
+model has exactly the frequencies ``compute`` returns (``none`` keeps the model's own
+``rope_parameters``). On plain RoPE each strategy exports its own native rope type.
+
+Adding a strategy: a pure function in `strategies.py` (and its rule on any reference frequencies),
+a class here (fields with their comments, ``validate``, ``_compute`` (the native formula on plain
+RoPE), ``divisors`` (the rule on an already-scaled RoPE), ``_export`` (its transformers rope
+type), ``rule``), one line in ``STRATEGIES`` and a preset ``configs/rope/<name>.yaml``; DPRoPE can
+then take it as a candidate.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
+
+import torch
 
 from dprope.config import ConfigError
 from dprope.rope import strategies
 from dprope.rope.analysis import DEFAULT_ANGLE_DTYPE, DEFAULT_NUM_INTERVALS
 from dprope.rope.geometry import RotaryGeometry
-from dprope.rope.strategies import RopeScaling
+from dprope.rope.strategies import RopeScaling, scaling_result
 
 
 @dataclass
@@ -57,15 +69,43 @@ class RopeConfig:
             raise ConfigError("factor", f"must be finite (got {self.factor})")
 
     def compute(self, geometry: RotaryGeometry) -> RopeScaling:
-        """The strategy's divisors and frequencies for one model (checked against it first)."""
+        """The strategy's divisors and frequencies for one model (checked against it first): its
+        native formula on plain RoPE, its rule on the model's own frequencies otherwise."""
         self.validate(geometry)
-        return self._compute(geometry)
+        if geometry.is_plain:
+            return replace(self._compute(geometry.rotary_base()), geometry=geometry)
+        divisors, attention_factor, details = self.divisors(geometry)
+        return scaling_result(
+            self.name,
+            geometry,
+            self.factor,
+            geometry.scaled_inv_freq(divisors),
+            attention_factor,
+            scaling_factors=divisors,
+            **details,
+        )
 
     def _compute(self, geometry: RotaryGeometry) -> RopeScaling:
+        """The native formula on a plain geometry (its rotating dimensions)."""
+        raise NotImplementedError
+
+    def divisors(self, geometry: RotaryGeometry) -> tuple[torch.Tensor, float, dict[str, Any]]:
+        """lambda_i of the model's own frequencies (float64), the cos/sin attention factor and the
+        details, for a model whose RoPE is already scaled."""
         raise NotImplementedError
 
     def export(self, scaling: RopeScaling) -> dict[str, Any]:
-        """transformers' native ``rope_parameters`` for the strategy's result."""
+        """transformers' native ``rope_parameters`` for the strategy's result: the strategy's own
+        rope type on plain RoPE, ``longrope`` composing with the model's own scaling otherwise."""
+        geometry = scaling.geometry
+        if not geometry.is_plain:
+            return longrope_parameters(scaling)
+        params = self._export(scaling)
+        if geometry.partial_rotary_factor != 1:
+            params["partial_rotary_factor"] = geometry.partial_rotary_factor
+        return params
+
+    def _export(self, scaling: RopeScaling) -> dict[str, Any]:
         raise NotImplementedError
 
     def analysis_settings(self) -> tuple[int, str]:
@@ -85,12 +125,14 @@ class NoneConfig(RopeConfig):
 
     rule: ClassVar[str] = "extrapolation: lambda_i = 1"
 
-    def _compute(self, geometry: RotaryGeometry) -> RopeScaling:
-        return strategies.none(geometry.head_dim, geometry.rope_theta, geometry.original_length, self.factor)
+    def compute(self, geometry: RotaryGeometry) -> RopeScaling:
+        self.validate(geometry)
+        ones = torch.ones(geometry.num_pairs, dtype=torch.float64)
+        return scaling_result("none", geometry, self.factor, geometry.inv_freq(), scaling_factors=ones)
 
     def export(self, scaling: RopeScaling) -> dict[str, Any]:
-        """transformers' ``default`` type: the original frequencies."""
-        return {"rope_type": "default", "rope_theta": scaling.rope_theta}
+        """The model's own ``rope_parameters``: its original frequencies (``default`` for plain RoPE)."""
+        return scaling.geometry.native_parameters()
 
 
 @dataclass
@@ -102,7 +144,10 @@ class PIConfig(RopeConfig):
     def _compute(self, geometry: RotaryGeometry) -> RopeScaling:
         return strategies.pi(geometry.head_dim, geometry.rope_theta, geometry.original_length, self.factor)
 
-    def export(self, scaling: RopeScaling) -> dict[str, Any]:
+    def divisors(self, geometry):
+        return strategies.pi_divisors(geometry.num_pairs, self.factor), 1.0, {}
+
+    def _export(self, scaling: RopeScaling) -> dict[str, Any]:
         """transformers' ``linear`` type."""
         return {"rope_type": "linear", "rope_theta": scaling.rope_theta, "factor": scaling.factor}
 
@@ -115,13 +160,16 @@ class NTKConfig(RopeConfig):
 
     def validate(self, geometry: RotaryGeometry | None = None) -> None:
         super().validate(geometry)
-        if geometry is not None and geometry.head_dim < 4:
-            raise ConfigError("model.head_dim", f"ntk needs head_dim >= 4 (got {geometry.head_dim})")
+        if geometry is not None and geometry.rotary_dim < 4:
+            raise ConfigError("model.head_dim", f"ntk needs >= 4 rotary dims (got {geometry.rotary_dim})")
 
     def _compute(self, geometry: RotaryGeometry) -> RopeScaling:
         return strategies.ntk(geometry.head_dim, geometry.rope_theta, geometry.original_length, self.factor)
 
-    def export(self, scaling: RopeScaling) -> dict[str, Any]:
+    def divisors(self, geometry):
+        return strategies.ntk_divisors(geometry.rotary_dim, self.factor), 1.0, {}
+
+    def _export(self, scaling: RopeScaling) -> dict[str, Any]:
         """transformers' ``default`` type with the raised base."""
         return {"rope_type": "default", "rope_theta": scaling.details["ntk_rope_theta"]}
 
@@ -159,7 +207,22 @@ class YarnConfig(RopeConfig):
             truncate=self.truncate,
         )
 
-    def export(self, scaling: RopeScaling) -> dict[str, Any]:
+    def divisors(self, geometry):
+        divisors, correction_range = strategies.yarn_divisors(
+            geometry.inv_freq(torch.float64),
+            geometry.rotary_dim,
+            geometry.original_length,
+            self.factor,
+            beta_fast=self.beta_fast,
+            beta_slow=self.beta_slow,
+            truncate=self.truncate,
+        )
+        attention = self.attention_factor
+        if attention is None:
+            attention = strategies.yarn_attention_factor(self.factor)
+        return divisors, attention, {"correction_range": correction_range}
+
+    def _export(self, scaling: RopeScaling) -> dict[str, Any]:
         """transformers' ``yarn`` type with this config's ramp parameters."""
         params: dict[str, Any] = {
             "rope_type": "yarn",
@@ -204,7 +267,17 @@ class Llama3Config(RopeConfig):
             high_freq_factor=self.high_freq_factor,
         )
 
-    def export(self, scaling: RopeScaling) -> dict[str, Any]:
+    def divisors(self, geometry):
+        divisors = strategies.llama3_divisors(
+            geometry.inv_freq(torch.float64),
+            geometry.original_length,
+            self.factor,
+            self.low_freq_factor,
+            self.high_freq_factor,
+        )
+        return divisors, 1.0, {}
+
+    def _export(self, scaling: RopeScaling) -> dict[str, Any]:
         """transformers' ``llama3`` type."""
         return {
             "rope_type": "llama3",
@@ -218,20 +291,26 @@ class Llama3Config(RopeConfig):
 
 def longrope_parameters(scaling: RopeScaling) -> dict[str, Any]:
     """Any per-pair divisor vector as transformers' ``longrope`` type: ``short_factor =
-    long_factor = lambda`` and ``attention_factor = 1``.
+    long_factor`` = the divisors of the default frequencies (the model's own times the
+    strategy's, `RotaryGeometry.absolute_divisors`) and ``attention_factor`` the product of the
+    model's own and the strategy's (1 for plain RoPE and DPRoPE).
 
     ``short_mscale``/``long_mscale`` = 1 stop vLLM from applying its own default scale;
     transformers logs them as unrecognized keys and ignores them.
     """
-    factors = [float(x) for x in scaling.scaling_factors.tolist()]
-    return {
+    geometry = scaling.geometry
+    factors = [float(x) for x in geometry.absolute_divisors(scaling.scaling_factors).tolist()]
+    params: dict[str, Any] = {
         "rope_type": "longrope",
         "rope_theta": scaling.rope_theta,
         "factor": scaling.factor,
         "original_max_position_embeddings": scaling.original_length,
         "short_factor": factors,
         "long_factor": list(factors),
-        "attention_factor": 1.0,
+        "attention_factor": geometry.attention_factor * scaling.attention_factor,
         "short_mscale": 1.0,
         "long_mscale": 1.0,
     }
+    if geometry.partial_rotary_factor != 1:
+        params["partial_rotary_factor"] = geometry.partial_rotary_factor
+    return params

@@ -108,12 +108,16 @@ def run_analysis(model: ModelConfig, rope: RopeConfig, settings: AnalysisConfig)
 def to_json(result: AnalysisResult) -> dict[str, Any]:
     """The `analysis.json` document; ``strategies`` maps name -> disturbance, per_pair, scaling_factors."""
     model = result.model
+    geometry = result.analyzer.geometry
     doc: dict[str, Any] = {
         "model": {
             "name": model.name,
-            "head_dim": model.head_dim,
-            "rope_theta": model.rope_theta,
-            "original_max_position_embeddings": model.original_max_position_embeddings,
+            "family": model.family,
+            "head_dim": geometry.head_dim,
+            "rotary_dim": geometry.rotary_dim,
+            "rope_theta": geometry.rope_theta,
+            "pretraining_rope_parameters": geometry.native_parameters(),
+            "original_max_position_embeddings": geometry.original_length,
         },
         "factor": result.factor,
         "target_length": result.target_length,
@@ -152,18 +156,19 @@ def format_table(result: AnalysisResult) -> str:
     """Every strategy's total disturbance, side by side with PI as the reference."""
     m = result.model
     header = (
-        f"Rotary-angle disturbance: {m.name} (head_dim {m.head_dim}, base {m.rope_theta:g}, "
-        f"L {m.original_max_position_embeddings}) -> {result.target_length} (s={result.factor:g}), "
-        f"B={result.num_intervals}, {result.angle_dtype}\n"
+        f"Rotary-angle disturbance: {m.name} ({result.analyzer.geometry.describe()}) -> "
+        f"{result.target_length} (s={result.factor:g}), B={result.num_intervals}, {result.angle_dtype}\n"
         "disturbance = 1000 x mean_i KL(P_i || P'_i); lower keeps the pre-training distribution better\n"
     )
     pi = result.strategies["pi"].disturbance
-    lines = [f"{'strategy':<10} {'disturbance':>12} {'vs pi':>8} {'scaled dims':>12}  rule"]
+    lines = [f"{'strategy':<10} {'disturbance':>12} {'vs pi':>10} {'scaled dims':>12}  rule"]
     for name, res in result.strategies.items():
         scaled = 2 * int((res.scaling.scaling_factors > 1 + 1e-6).sum())
         marker = " *" if name == result.selected else ""
         rel = f"{100 * (res.disturbance - pi) / pi:+.0f}%" if pi > 0 else "-"
-        lines.append(f"{name + marker:<10} {res.disturbance:>12.3f} {rel:>8} {scaled:>12}  {res.config.rule}")
+        lines.append(
+            f"{name + marker:<10} {res.disturbance:>12.3f} {rel:>10} {scaled:>12}  {res.config.rule}"
+        )
     return header + "\n".join(lines) + "\n(* = selected strategy)"
 
 
@@ -190,5 +195,7 @@ def format_pairs(result: AnalysisResult) -> str:
             )
         lines.append(row)
     if candidates:
-        lines.append(f"scaled rotary dims k = {details['num_interpolated_dims']} of {scaling.head_dim}")
+        lines.append(
+            f"scaled rotary dims k = {details['num_interpolated_dims']} of {scaling.geometry.rotary_dim}"
+        )
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from dprope.rope.analysis import (
 from dprope.rope.analysis import angle_dtype as check_angle_dtype
 from dprope.rope.config import RopeConfig, longrope_parameters
 from dprope.rope.geometry import RotaryGeometry
-from dprope.rope.strategies import RopeScaling, inv_freq_from_factors, scaling_result
+from dprope.rope.strategies import RopeScaling, scaling_result
 
 EXTRAPOLATION = "none"  # the candidate whose disturbance D_E every other one is measured against
 
@@ -90,12 +90,11 @@ def dprope(
 
     all_factors = torch.stack([s.scaling_factors for s in scalings])  # (candidates, pairs)
     scaling_factors = all_factors[choice, torch.arange(geometry.num_pairs)]
-    inv_freq = inv_freq_from_factors(geometry.head_dim, geometry.rope_theta, scaling_factors)
     return scaling_result(
         "dprope",
         geometry,
         factor,
-        inv_freq,
+        geometry.scaled_inv_freq(scaling_factors),  # exactly what its longrope export gives
         # lambda_i exactly as chosen (recomputing it from float32 frequencies adds rounding noise)
         scaling_factors=scaling_factors,
         choices=[names[i] for i in choice.tolist()],
@@ -126,10 +125,12 @@ class DPRoPEConfig(RopeConfig):
         k = self.num_interpolated_dims
         if k is not None and (k < 0 or k % 2):
             raise ConfigError("num_interpolated_dims", f"must be a non-negative even number (got {k})")
-        if k is not None and geometry is not None and k > geometry.head_dim:
+        if k is not None and geometry is not None and k > geometry.rotary_dim:
+            rotating = "head_dim" if geometry.rotary_dim == geometry.head_dim else "rotary dims"
+            bound = f"{rotating}={geometry.rotary_dim}"
             raise ConfigError(
                 "num_interpolated_dims",
-                f"must be an even number of rotary dimensions in [0, head_dim={geometry.head_dim}] (got {k})",
+                f"must be an even number of rotary dimensions in [0, {bound}] (got {k})",
             )
         check_angle_dtype(self.angle_dtype)
         if self.name in self.candidates:
@@ -153,7 +154,10 @@ class DPRoPEConfig(RopeConfig):
 
         return {name: STRATEGIES[name](factor=self.factor) for name in self.candidates}
 
-    def _compute(self, geometry: RotaryGeometry) -> RopeScaling:
+    def compute(self, geometry: RotaryGeometry) -> RopeScaling:
+        """The selection among the candidates, each computed for this model (on its own
+        frequencies when its RoPE is already scaled)."""
+        self.validate(geometry)
         return dprope(
             {name: config.compute(geometry) for name, config in self.candidate_configs().items()},
             num_intervals=self.num_intervals,

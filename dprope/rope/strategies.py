@@ -8,6 +8,10 @@ inverse frequencies a model uses, and the cos/sin attention factor. `pi`, `yarn`
 reproduce transformers' ``linear``, ``yarn`` and ``llama3`` rope types operation for operation,
 so the frequencies are equal at float32 precision.
 
+A model whose own RoPE is already scaled (Llama-3.1) is extended from its effective frequencies:
+the ``*_divisors`` functions at the end give each rule's lambda_i for any reference frequencies
+(on plain RoPE they equal the functions above).
+
 The functions check nothing but the geometry (by building a `RotaryGeometry`): a strategy's own
 parameters are checked once, by its config class (`dprope.rope.config`), which calls these
 functions. The DPRoPE selection lives in `dprope.rope.selection`; the registry that names every
@@ -22,9 +26,23 @@ from typing import Any
 
 import torch
 
-from dprope.rope.geometry import RotaryGeometry, default_inv_freq, exponents
+from dprope.config import ConfigError
+from dprope.rope.geometry import RotaryGeometry, default_inv_freq, exponents, inv_freq_from_factors
 
-__all__ = ["RopeScaling", "default_inv_freq", "llama3", "none", "ntk", "pi", "yarn"]
+__all__ = [
+    "RopeScaling",
+    "default_inv_freq",
+    "inv_freq_from_factors",
+    "llama3",
+    "llama3_divisors",
+    "none",
+    "ntk",
+    "ntk_divisors",
+    "pi",
+    "pi_divisors",
+    "yarn",
+    "yarn_divisors",
+]
 
 
 @dataclass(frozen=True)
@@ -88,13 +106,6 @@ def scaling_result(
         attention_factor=float(attention_factor),
         details=details,
     )
-
-
-def inv_freq_from_factors(head_dim: int, rope_theta: float, scaling_factors: torch.Tensor) -> torch.Tensor:
-    """theta_i / lambda_i in float32, computed as transformers' ``longrope`` does:
-    ``1 / (lambda_i * base ** (2i/d))``. The exported DPRoPE model therefore has these exact values."""
-    factors = torch.as_tensor(scaling_factors, dtype=torch.float32)
-    return 1.0 / (factors * rope_theta ** exponents(head_dim))
 
 
 def none(head_dim: int, rope_theta: float, original_length: int, factor: float) -> RopeScaling:
@@ -205,3 +216,94 @@ def llama3(
     is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
     scaled = torch.where(is_medium, smoothed, scaled)
     return scaling_result("llama3", geometry, factor, scaled)
+
+
+# ---- the same rules on any reference frequencies -------------------------------------------
+# A model whose own RoPE is already scaled (Llama-3.1's llama3 frequencies) is extended from its
+# *effective* frequencies theta_i over its context L (`RotaryGeometry.inv_freq`). These functions
+# give each strategy's divisors lambda_i of such a reference, in float64: the rules above in terms
+# of the reference's own rotations and wavelengths. On plain RoPE they equal the divisors of the
+# functions above (tests check it); `dprope.rope.config` uses them where the geometry is not plain.
+
+
+def pi_divisors(num_pairs: int, factor: float) -> torch.Tensor:
+    """PI: lambda_i = s."""
+    return torch.full((num_pairs,), float(factor), dtype=torch.float64)
+
+
+def ntk_divisors(rotary_dim: int, factor: float) -> torch.Tensor:
+    """NTK-aware: the per-pair ratio of the raised base, lambda_i = s ** (2i / (d - 2))."""
+    i = torch.arange(rotary_dim // 2, dtype=torch.float64)
+    return float(factor) ** (2 * i / (rotary_dim - 2))
+
+
+def _crossing(log_rotations: torch.Tensor, log_value: float) -> float:
+    """The fractional pair index at which log-rotations, linear between neighbouring pairs and
+    continued linearly past the ends, equal ``log_value`` (log-rotations strictly decreasing).
+
+    For plain RoPE log-rotations are linear in the index, so this is YaRN's closed-form
+    correction dimension exactly."""
+    lr = log_rotations.tolist()
+    j = sum(1 for x in lr if x >= log_value) - 1
+    j = min(max(j, 0), len(lr) - 2)
+    return j + (lr[j] - log_value) / (lr[j] - lr[j + 1])
+
+
+def yarn_divisors(
+    reference: torch.Tensor,
+    rotary_dim: int,
+    original_length: int,
+    factor: float,
+    *,
+    beta_fast: float,
+    beta_slow: float,
+    truncate: bool,
+) -> tuple[torch.Tensor, tuple[float, float]]:
+    """YaRN's divisors of ``reference`` frequencies over L, and its correction range.
+
+    As transformers' ``yarn``: a linear ramp over the pair index between the indices where a
+    pair makes ``beta_fast`` and ``beta_slow`` rotations over L (floored/ceiled when
+    ``truncate``, clamped to [0, d-1]); pairs below the range extrapolate, above it interpolate.
+    The indices are found on the reference's own rotations (which must fall with the index).
+    """
+    reference = reference.to(torch.float64)
+    if reference.numel() < 2:
+        raise ConfigError(
+            "model.head_dim", "yarn on a scaled pre-training RoPE needs at least 2 rotary pairs"
+        )
+    if not bool(torch.all(reference[1:] < reference[:-1])):
+        raise ConfigError(
+            "model.rope_scaling", "yarn needs pre-training frequencies that fall with the pair index"
+        )
+    log_rotations = torch.log(reference * original_length / (2 * math.pi))
+    low = _crossing(log_rotations, math.log(beta_fast))
+    high = _crossing(log_rotations, math.log(beta_slow))
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rotary_dim - 1)
+    if low == high:
+        high += 0.001  # transformers' guard against a zero-width ramp
+    ramp = torch.clamp((torch.arange(reference.numel(), dtype=torch.float64) - low) / (high - low), 0, 1)
+    # theta'_i = theta_i / s * ramp + theta_i * (1 - ramp)
+    return 1.0 / (ramp / factor + (1 - ramp)), (low, high)
+
+
+def llama3_divisors(
+    reference: torch.Tensor,
+    original_length: int,
+    factor: float,
+    low_freq_factor: float,
+    high_freq_factor: float,
+) -> torch.Tensor:
+    """Llama 3.1's bands on ``reference`` frequencies over L: wavelengths below L /
+    high_freq_factor extrapolate, above L / low_freq_factor interpolate by s, a smooth blend
+    between."""
+    reference = reference.to(torch.float64)
+    wavelen = 2 * math.pi / reference
+    scaled = torch.where(wavelen > original_length / low_freq_factor, reference / factor, reference)
+    smooth = (original_length / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = ~(wavelen < original_length / high_freq_factor) * ~(
+        wavelen > original_length / low_freq_factor
+    )
+    return reference / torch.where(is_medium, smoothed, scaled)

@@ -5,11 +5,17 @@ Each mode declares what the rest of the trainer asks of it:
 - ``collate(bos_id)``: the collate function of its micro-batches (built on the CPU);
 - ``needs_bos``: its documents must be packed with a BOS token (``data.add_bos``) and the
   tokenizer must have one;
-- ``sequence_parallel``: whether it runs under DeepSpeed's Ulysses attention, which drops every
-  4D mask and rebuilds causality from the positions (causal only);
+- ``packing``: the packing conventions its data takes where ``data`` leaves them null
+  (`dprope.data.config.PackingConventions`: EOS, stream or pieces, the extra target);
+- ``sequence_parallel``: whether it runs under Ulysses sequence parallelism;
+- ``masked``: its masks say more than causality, so under sequence parallelism the step gives
+  the whole window's masks and the Ulysses attention hands them to the kernel
+  (`dprope.train.long_context.register_sequence_parallel`);
 - ``auto_implementation(cuda)``: the kernel ``trainer.attn_implementation=auto`` picks when
   flash-attn is not there;
 - ``inputs(batch, implementation, ...)``: the forward's keyword arguments for each kernel;
+- ``masks(batch, implementation, ...)``: only its mask arguments, for a whole batch or, under
+  sequence parallelism, for one rank's slice of it (the Ulysses and tiled micro-steps);
 - ``describe(implementation)``: what computes the attention, as logged at start-up.
 
 Modes that attend within segments (documents) take their masks per kernel from
@@ -21,6 +27,15 @@ Modes that attend within segments (documents) take their masks per kernel from
   blocks are skipped, so the cost follows the visible pairs;
 - ``sdpa`` / ``eager``: an explicit (batch, 1, seq, seq) mask, boolean for SDPA and additive for
   eager; it costs O(seq^2) memory, the fallback that runs on CPU.
+
+Under Ulysses sequence parallelism (``trainer.sequence_parallel_size`` > 1) each rank holds a
+slice of every window, but attention runs after an all-to-all over the whole window: the masks
+are the whole window's. The collate's ``cu_seqlens`` travel whole through DeepSpeed's loader
+adapter (`dprope.train.long_context.sp_loader`, as ``window_cu_seqlens``), every rank rebuilds
+the window's segment ids from them, and the step passes the whole-window mask (or flash-attn's
+varlen offsets) with its slice of the tokens; position ids are sliced with the tokens, so every
+token keeps its rotary position. This is how the AnchorAttention authors run it under
+DeepSpeed-Ulysses: the rotary positions local, the segment boundaries global.
 
 A new mode is one class here (or in a file of its own) and one line of `ATTENTION_MODES`.
 """
@@ -36,8 +51,8 @@ import torch
 
 from dprope import accelerator
 from dprope.config import ConfigError
-from dprope.data.sampler import collate_packed
-from dprope.data.segments import ANCHOR, DOCUMENT, SegmentLayout, collate_segments
+from dprope.data.config import ANCHORCONTEXT, STANDARD, PackingConventions
+from dprope.data.segments import ANCHOR, DOCUMENT, SegmentLayout, collate_causal, collate_segments
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +61,21 @@ Collate = Callable[[list[dict[str, Any]]], Batch]
 
 
 def _to(batch: Batch, device: torch.device) -> dict[str, Any]:
-    return {
-        name: batch[name].to(device, non_blocking=True) for name in ("input_ids", "labels", "position_ids")
-    }
+    # shift_labels: the next-token targets of every position, when the data reads one token more
+    names = ("input_ids", "labels", "position_ids", "shift_labels")
+    return {name: batch[name].to(device, non_blocking=True) for name in names if name in batch}
+
+
+def window_segments(batch: Batch) -> tuple[Batch, torch.Tensor]:
+    """The whole window's ``cu_seqlens``/``max_length`` and segment ids (batch, seq) of a batch:
+    the collate's own, or, for one rank's slice under sequence parallelism, rebuilt from the
+    ``window_cu_seqlens`` that travelled whole (on the CPU; no value read back from a device)."""
+    if "window_cu_seqlens" not in batch:
+        return batch, batch["segment_ids"]
+    cu = torch.tensor(batch["window_cu_seqlens"], dtype=torch.int32)  # (segments + 1,)
+    segment_ids = torch.repeat_interleave(torch.arange(len(cu) - 1), (cu[1:] - cu[:-1]).long())
+    rows = batch["input_ids"].shape[0]
+    return {"cu_seqlens": cu, "max_length": batch["max_length"]}, segment_ids.view(rows, -1)
 
 
 def varlen_segments(batch: Batch, device: torch.device) -> dict[str, Any]:
@@ -112,8 +139,10 @@ class AttentionMode:
     """What a token may attend to in a packed window, and how each kernel is told."""
 
     name: str
+    packing: PackingConventions = STANDARD  # conventions of its data where `data` leaves them null
     needs_bos = False  # packed with BOS, and the tokenizer must have one
-    sequence_parallel = False  # runs under DeepSpeed's Ulysses attention (which keeps no mask)
+    sequence_parallel = False  # runs under Ulysses sequence parallelism
+    masked = False  # more than causal: under SP the whole window's masks reach the kernel
 
     def collate(self, bos_id: int | None) -> Collate:
         raise NotImplementedError
@@ -129,6 +158,14 @@ class AttentionMode:
         is the activations' (an additive mask must match it)."""
         raise NotImplementedError
 
+    def masks(
+        self, batch: Batch, implementation: str, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> dict[str, Any]:
+        """The forward's mask arguments only, for a micro-step that passes the tokens, positions
+        and targets itself: of the whole batch, or of the whole window for a rank's slice under
+        sequence parallelism (`window_segments`)."""
+        raise NotImplementedError
+
     def describe(self, implementation: str) -> str:
         raise NotImplementedError
 
@@ -140,11 +177,14 @@ class Causal(AttentionMode):
     sequence_parallel = True
 
     def collate(self, bos_id: int | None) -> Collate:
-        return collate_packed
+        return collate_causal
 
     def inputs(self, batch, implementation, device, dtype=torch.float32):
         # one segment per row: transformers' own causal path, plus the varlen offsets for flash-attn
         return {**_to(batch, device), **varlen_segments(batch, device)}
+
+    def masks(self, batch, implementation, device, dtype=torch.float32):
+        return {}  # causal from the positions, as DeepSpeed's Ulysses attention rebuilds it
 
     def describe(self, implementation: str) -> str:
         return f"{implementation} (causal over the window)"
@@ -155,6 +195,8 @@ class SegmentMasked(AttentionMode):
 
     layout: SegmentLayout
     needs_bos = True
+    sequence_parallel = True
+    masked = True
     # kernel -> (description, the forward's mask arguments from the batch's segment ids)
     MASKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
         "flash_attention_2": (
@@ -194,8 +236,12 @@ class SegmentMasked(AttentionMode):
         return self.MASKS[implementation]
 
     def inputs(self, batch, implementation, device, dtype=torch.float32):
+        return {**_to(batch, device), **self.masks(batch, implementation, device, dtype)}
+
+    def masks(self, batch, implementation, device, dtype=torch.float32):
         _, mask = self._mask(implementation)
-        return {**_to(batch, device), **mask(batch, batch["segment_ids"].to(device), device, dtype)}
+        window, segment_ids = window_segments(batch)
+        return mask(window, segment_ids.to(device), device, dtype)
 
     def describe(self, implementation: str) -> str:
         return f"{self.name}: {self._mask(implementation)[0]}"
@@ -209,10 +255,12 @@ class Document(SegmentMasked):
 
 
 class Anchor(SegmentMasked):
-    """AnchorAttention: its own document and the shared anchor (BOS at position 0)."""
+    """AnchorAttention: its own document and the shared anchor (BOS at position 0), on data packed
+    as the authors pack it unless ``data`` says otherwise."""
 
     name = "anchor"
     layout = ANCHOR
+    packing = ANCHORCONTEXT
 
 
 ATTENTION_MODES: dict[str, AttentionMode] = {"causal": Causal(), "document": Document(), "anchor": Anchor()}

@@ -3,8 +3,9 @@
 Layout under ``<output_dir>/checkpoints``::
 
     step_00000100/            DeepSpeed state (model, optimizer, scheduler) of every rank
-        trainer_state.json    step, consumed samples, world size
-        rng_rank<r>.pt        python, numpy and torch RNG states of rank r
+        trainer_state.json    step, consumed samples, world size, the run's id
+        settings.json         the settings of the run that wrote it (dprope.train.resume_settings)
+        rng_rank<r>.pt        python, numpy and torch RNG states of rank r (tensors and numbers)
         manifest.json         every file above with its size and CRC-32
         COMPLETE              written last, after every rank has finished
         universal/            DeepSpeed universal checkpoint, converted from the files above on
@@ -13,12 +14,19 @@ Layout under ``<output_dir>/checkpoints``::
 
 A save writes a new directory, waits for every rank, writes the manifest, marks the directory
 complete and only then moves ``latest`` (a temporary file, then `os.replace`) and deletes
-checkpoints beyond the last K. A kill during a save leaves ``latest`` on the previous, complete
-checkpoint; a directory without ``COMPLETE`` is never loaded and is removed by the next save.
+checkpoints of the same run (its id in ``trainer_state.json``) beyond the last K, never the one
+``latest`` names. A kill during a save leaves ``latest`` on the previous, complete checkpoint; a
+directory without ``COMPLETE`` is never loaded and is removed by the next save. A write that
+fails (a full disk) ends the save on every rank with one error naming the file: the partial
+directory is removed and ``latest`` stays on the previous checkpoint (`SaveError`). DeepSpeed
+writes through this engine's own checkpoint engine (`GuardedCheckpointEngine`), which saves
+through a Python file (so a full disk keeps its errno and file name) and loads weights only.
 
 A resume verifies the checkpoint against its manifest (`verify`: each rank checks a share of the
 files). A damaged one (a truncated file after a full disk, a half-synced copy) is skipped with a
-warning naming the file, and the newest intact one is loaded instead (`choose_resume`).
+warning naming the file, and the newest intact one is loaded instead (`choose_resume`). Nothing
+read from a checkpoint can run code (`dprope.train.safe_load`): a pickle naming anything outside
+the allow-list is refused before the model loads, and every load is weights-only.
 
 Why CRC-32 (`zlib.crc32`, streamed in 16 MiB blocks): the manifest guards against truncation
 and accidental damage, not against an adversary, and CRC-32 detects those while running several
@@ -38,12 +46,16 @@ import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from dprope.config import ConfigError, first_line
+from dprope.storage import NoSpaceError, newest_file, no_space
+from dprope.train.resume_settings import SETTINGS
+from dprope.train.safe_load import safe_load, safe_loading, unsafe_globals
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +75,17 @@ class CheckpointLoadError(Exception):
     (`dprope.train.config.EXIT_LOAD_FAILED`)."""
 
 
+class SaveError(Exception):
+    """A checkpoint could not be written (a full disk, mostly); the previous one stays in charge
+    (`dprope.train.config.EXIT_SAVE_FAILED`). The message is one line naming the file."""
+
+
 @dataclass
 class TrainerState:
     step: int = 0  # optimizer steps done
-    consumed_samples: int = 0  # global training sequences consumed (= step x global batch)
+    consumed_samples: int = 0  # global training sequences consumed (= sum of the steps' global batches)
     world_size: int = 1  # world size at save time (the data order does not depend on it)
+    run_id: str = ""  # the run that wrote it, kept across resumes ("" before run ids existed)
 
 
 @dataclass
@@ -98,6 +116,11 @@ def is_complete(path: Path) -> bool:
 
 def read_state(path: Path) -> TrainerState:
     return TrainerState(**json.loads((path / STATE_FILE).read_text()))
+
+
+def describe(path: Path | None) -> str:
+    """How an error names the checkpoint left in charge."""
+    return f"checkpoint {path.name} is kept" if path is not None else "no earlier checkpoint exists"
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -221,10 +244,17 @@ def verify(path: Path, alone: bool = False) -> list[str]:
     return problems if alone else _gather(problems)
 
 
-def choose_resume(candidates: list[Path], world_size: int, rank: int) -> Resume | None:
+def choose_resume(
+    candidates: list[Path],
+    world_size: int,
+    rank: int,
+    accept: Callable[[Path, TrainerState], None] | None = None,
+) -> Resume | None:
     """The first intact checkpoint of ``candidates``; a damaged one is skipped with a warning
-    naming its bad file. Converts it to a universal checkpoint (once) when it was saved on
-    another world size. Call on every rank, after joining the process group."""
+    naming its bad file, one holding anything but plain weights is refused (`refuse_unsafe`).
+    ``accept(path, state)`` may refuse the chosen one by raising (a resume's settings check),
+    before it is converted to a universal checkpoint (once) when it was saved on another world
+    size. Call on every rank, after joining the process group."""
     damage = []
     for path in candidates:
         problems = verify(path)
@@ -233,7 +263,10 @@ def choose_resume(candidates: list[Path], world_size: int, rank: int) -> Resume 
             if rank == 0:
                 log.warning("checkpoint %s is damaged (%s); trying the previous one", path, problems[0])
             continue
+        refuse_unsafe(path)
         state = read_state(path)
+        if accept is not None:
+            accept(path, state)
         universal = state.world_size != world_size
         if universal:
             ensure_universal(path, state.world_size, world_size, rank)
@@ -241,6 +274,18 @@ def choose_resume(candidates: list[Path], world_size: int, rank: int) -> Resume 
     if damage:
         raise ConfigError("trainer.resume", f"no intact checkpoint to resume from ({'; '.join(damage)})")
     return None
+
+
+def refuse_unsafe(path: Path) -> None:
+    """A `ConfigError` when a pickle of the checkpoint names a global outside the allow-list
+    (`dprope.train.safe_load`): such a file could run code when loaded, and is never loaded."""
+    unsafe = unsafe_globals(path)
+    if unsafe:
+        raise ConfigError(
+            "trainer.resume",
+            f"refusing checkpoint {path}: {unsafe[0]} is not plain weights (a pickle that could run "
+            "code); nothing from it was loaded. Resume only from checkpoints you wrote or trust",
+        )
 
 
 # --- universal conversion -------------------------------------------------------------------
@@ -289,7 +334,7 @@ def _convert(path: Path, target: Path) -> None:
     )
     chatter = io.StringIO()  # the converter prints its progress; keep it for a failure
     try:
-        with contextlib.redirect_stdout(chatter):
+        with contextlib.redirect_stdout(chatter), safe_loading():
             ds_to_universal.main(args)
     except Exception:
         log.error("universal conversion of %s failed; its output:\n%s", path, chatter.getvalue()[-3000:])
@@ -304,8 +349,18 @@ def _convert(path: Path, target: Path) -> None:
 # --- save and load --------------------------------------------------------------------------
 
 
+RNG_FORMAT = 2  # 1 (no "format" key): numpy's state as a numpy array, which needs numpy allow-listed
+
+
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's RNG states as tensors, numbers and tuples only (weights-only loadable)."""
+    algorithm, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "format": RNG_FORMAT,
+        "python": random.getstate(),  # (version, 625 ints, None)
+        "numpy": (algorithm, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -313,7 +368,11 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if state.get("format", 1) >= 2:
+        algorithm, keys, pos, has_gauss, gauss = numpy_state
+        numpy_state = (algorithm, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -333,6 +392,82 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class GuardedCheckpointEngine:
+    """DeepSpeed's torch checkpoint engine for one engine instance (`guard`): DeepSpeed's files
+    are saved through a Python file object, so a full disk surfaces as an OSError naming its file,
+    and loaded weights only (`dprope.train.safe_load`). After a failed write the save's remaining
+    writes are skipped but DeepSpeed's own barriers still run on every rank; `take_failure`
+    hands the failure to `save`, which reports it once every rank is done."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.failure: tuple[Path, BaseException] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def save(self, state_dict: Any, path: str) -> None:
+        if self.failure is not None:
+            return
+        try:
+            with open(path, "wb") as handle:
+                torch.save(
+                    state_dict, handle, _use_new_zipfile_serialization=self.inner.zipfile_serialization
+                )
+        except Exception as err:  # reported by `save` after DeepSpeed's collectives
+            self.failure = (Path(path), err)
+
+    def load(self, path: str, map_location: Any = None) -> Any:
+        return safe_load(path, map_location=map_location)
+
+    def take_failure(self) -> tuple[Path, BaseException] | None:
+        failure, self.failure = self.failure, None
+        return failure
+
+
+def guard(engine) -> GuardedCheckpointEngine | None:
+    """Give ``engine`` a `GuardedCheckpointEngine` around its torch checkpoint engine (once)."""
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+    current = getattr(engine, "checkpoint_engine", None)
+    if isinstance(current, GuardedCheckpointEngine):
+        return current
+    if type(current) is not TorchCheckpointEngine:
+        log.warning("DeepSpeed uses %s: checkpoint writes and loads are not guarded", type(current).__name__)
+        return None
+    engine.checkpoint_engine = GuardedCheckpointEngine(current)
+    return engine.checkpoint_engine
+
+
+def _attempt(write: Callable[[], Any], path: Path) -> tuple[Path, BaseException] | None:
+    try:
+        write()
+    except Exception as err:
+        return path, err
+    return None
+
+
+def _agree(failure: tuple[Path, BaseException] | None, partial: Path, rank: int, kept: str) -> None:
+    """Every rank learns whether any rank failed to write; if one did, rank 0 removes the partial
+    directory and every rank raises the same one-line error (a `NoSpaceError` for a full disk)."""
+    mine = []
+    if failure is not None:
+        path, err = failure
+        mine = [(str(path), no_space(err), first_line(err, with_type=True))]
+        if not no_space(err):
+            log.error("writing %s failed", path, exc_info=err)
+    failures = _gather(mine)
+    if not failures:
+        return
+    if rank == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+    _barrier()
+    path, full, what = failures[0]
+    if full:
+        raise NoSpaceError(path, kept)
+    raise SaveError(f"writing {path} failed ({what}); {kept}")
+
+
 def save(
     engine,
     output_dir: str | Path,
@@ -340,58 +475,127 @@ def save(
     rank: int,
     keep_last: int,
     before_manifest: Callable[[Path, TrainerState], None] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Path:
     """Save every rank's state under a new tag, write the manifest, then mark the checkpoint
     complete and move ``latest``. ``before_manifest(path, state)`` runs on every rank once its
     files are written, before the manifest and the completion mark (a test kills the process
-    there)."""
+    there). ``settings``: the run's (`dprope.train.resume_settings.run_settings`), recorded for
+    resumes to compare. A failed write (a full disk) removes the partial directory and raises a
+    `NoSpaceError` or `SaveError` naming the file on every rank; ``latest`` is not moved."""
     root = checkpoint_root(output_dir)
     tag = tag_for(state.step)
     path = root / tag
+    kept = describe(latest_checkpoint(root)) if root.is_dir() else describe(None)
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
         if path.exists():  # a half-written save of the same step from a killed run
             shutil.rmtree(path)
     _barrier()
-    engine.save_checkpoint(str(root), tag=tag, save_latest=False)
-    torch.save(_rng_state(), path / f"rng_rank{rank}.pt")
-    if rank == 0:
-        _write_atomic(path / STATE_FILE, json.dumps(asdict(state), indent=2))
-    if before_manifest is not None:
+    guarded = guard(engine)
+    failure = None
+    try:
+        engine.save_checkpoint(str(root), tag=tag, save_latest=False)
+    except Exception as err:  # a write outside the checkpoint engine (DeepSpeed's recovery script)
+        failure = (newest_file(path), err)
+    failure = (guarded.take_failure() if guarded is not None else None) or failure
+    rng_file = path / f"rng_rank{rank}.pt"
+    failure = failure or _attempt(lambda: _save_rng(rng_file), rng_file)
+    if rank == 0 and failure is None:
+        failure = _attempt(
+            lambda: _write_atomic(path / STATE_FILE, json.dumps(asdict(state), indent=2)), path / STATE_FILE
+        )
+        if failure is None and settings is not None:
+            failure = _attempt(
+                lambda: _write_atomic(path / SETTINGS, json.dumps(settings, indent=1)), path / SETTINGS
+            )
+    if before_manifest is not None and failure is None:
         before_manifest(path, state)
-    _barrier()
-    write_manifest(path)
+    _agree(failure, path, rank, kept)
+    failure = _attempt(lambda: write_manifest(path), path / MANIFEST)
+    if rank == 0 and failure is None:
+        failure = _attempt(lambda: _write_atomic(path / COMPLETE, ""), path / COMPLETE)
+        if failure is None:
+            failure = _attempt(lambda: _write_atomic(root / LATEST, tag), root / LATEST)
+    _agree(failure, path, rank, kept)
     if rank == 0:
-        _write_atomic(path / COMPLETE, "")
-        _write_atomic(root / LATEST, tag)
-        prune(root, keep_last)
+        prune(root, keep_last, state.run_id)
     _barrier()
     return path
 
 
-def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` complete checkpoints, and incomplete leftovers
-    older than the newest complete one."""
+def _save_rng(path: Path) -> None:
+    with open(path, "wb") as handle:
+        torch.save(_rng_state(), handle)
+
+
+def prune(root: Path, keep_last: int, run_id: str | None = None) -> None:
+    """Delete all but the newest ``keep_last`` complete checkpoints of run ``run_id`` (every
+    complete one when None), never the one ``latest`` names, and incomplete leftovers older than
+    the newest complete one. Checkpoints of another run are left alone."""
     tags = sorted(p for p in root.glob("step_*") if TAG_PATTERN.match(p.name))
     complete = [p for p in tags if is_complete(p)]
+    if run_id is not None:
+        complete = [p for p in complete if _run_of(p) == run_id]
     keep = set(complete[-keep_last:])
+    pointer = root / LATEST
+    if pointer.is_file():
+        keep.add(root / pointer.read_text().strip())
     newest = complete[-1] if complete else None
     for path in tags:
         if path in keep:
             continue
-        if is_complete(path) or (newest is not None and path.name < newest.name):
+        if path in complete or (not is_complete(path) and newest is not None and path.name < newest.name):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _run_of(path: Path) -> str | None:
+    try:
+        return read_state(path).run_id
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def check_shapes(engine, resume: Resume) -> None:
+    """A `ConfigError` naming the first parameter whose shape in the checkpoint differs from the
+    model's (a model of another size), instead of DeepSpeed's size-mismatch traceback. Read from
+    DeepSpeed's ``param_shapes`` record (weights only); a checkpoint without one is not checked."""
+    files = sorted(resume.path.glob("*model_states.pt"))
+    if not files:
+        return
+    record = safe_load(files[0]).get("param_shapes")
+    if not record:
+        return
+    saved = {name: list(shape) for group in record for name, shape in group.items()}
+    model = {name: list(getattr(p, "ds_shape", p.shape)) for name, p in engine.module.named_parameters()}
+    start_over = "resume with the checkpoint's model, or start over (trainer.resume=never, or a new trainer.output_dir)"
+    for name, shape in model.items():
+        if name not in saved:
+            raise ConfigError(
+                "model",
+                f"the checkpoint {resume.path} holds no parameter {name}: another model; {start_over}",
+            )
+        if saved[name] != shape:
+            raise ConfigError(
+                "model",
+                f"the checkpoint {resume.path} holds a model of another size: {name} is {saved[name]} there, "
+                f"{shape} in this run's model; {start_over}",
+            )
 
 
 def load(engine, resume: Resume | Path) -> TrainerState:
     """Restore the engine and the trainer state from a checkpoint (a `Resume` from
-    `choose_resume`, or a checkpoint directory saved on this world size). The RNG streams are
-    restored separately (`restore_rng`), as the very last thing before training goes on."""
+    `choose_resume`, or a checkpoint directory saved on this world size), weights only
+    (`dprope.train.safe_load`). The RNG streams are restored separately (`restore_rng`), as the
+    very last thing before training goes on."""
     if isinstance(resume, Path):
         resume = Resume(resume, read_state(resume), universal=False)
+    check_shapes(engine, resume)
+    guard(engine)
     load_dir, tag = resume.load_dir
     try:
-        load_path, _ = engine.load_checkpoint(str(load_dir), tag=tag)
+        with safe_loading():
+            load_path, _ = engine.load_checkpoint(str(load_dir), tag=tag)
     except Exception as err:  # DeepSpeed raises several kinds: a model of another shape, a bad file
         log.error("DeepSpeed could not load %s", resume.path, exc_info=True)
         raise CheckpointLoadError(
@@ -405,9 +609,9 @@ def load(engine, resume: Resume | Path) -> TrainerState:
 
 
 def restore_rng(path: Path, rank: int) -> None:
-    """This rank's python, numpy and torch RNG states as saved. Call it after everything else the
-    set-up does: creating a DataLoader iterator, for one, draws from the torch RNG, which the
-    uninterrupted run did at its start, not after the checkpoint."""
+    """This rank's python, numpy and torch RNG states as saved (weights only). Call it after
+    everything else the set-up does: creating a DataLoader iterator, for one, draws from the
+    torch RNG, which the uninterrupted run did at its start, not after the checkpoint."""
     rng_file = path / f"rng_rank{rank}.pt"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: fresh streams there
-        _set_rng_state(torch.load(rng_file, weights_only=False))
+        _set_rng_state(safe_load(rng_file))

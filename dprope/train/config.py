@@ -28,6 +28,9 @@ EXIT_PREEMPTED = 75
 EXIT_NON_FINITE = 3
 # Exit code of a resume whose verified checkpoint DeepSpeed cannot load (not a configuration error).
 EXIT_LOAD_FAILED = 4
+# Exit code of a run whose checkpoint or export could not be written (a full disk): the partial
+# files are removed and the previous checkpoint stays in charge.
+EXIT_SAVE_FAILED = 5
 
 
 @dataclass
@@ -171,6 +174,8 @@ class RunConfig:
     logger: LoggerConfig
 
     def __post_init__(self) -> None:
+        # the packing conventions `data` leaves null follow the attention mode (anchor: the authors')
+        self.data = self.data.resolved(ATTENTION_MODES[self.trainer.attention].packing)
         if ATTENTION_MODES[self.trainer.attention].needs_bos and not self.data.add_bos:
             raise ConfigError(
                 "data.add_bos",

@@ -11,6 +11,7 @@ transforms in one line and builds the plan's kind of micro-step (`dprope.train.m
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import logging
@@ -138,12 +139,29 @@ def init_distributed(timeout_minutes: float = 60.0) -> Runtime:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     with without_inference_comm_op():
+        if not torch.distributed.is_initialized():
+            atexit.register(destroy_gloo_group)
         deepspeed.init_distributed(
             dist_backend=accelerator.backend(),
             auto_mpi_discovery=False,
             timeout=datetime.timedelta(minutes=timeout_minutes),
         )
     return Runtime(int(os.environ["RANK"]), local_rank, int(os.environ["WORLD_SIZE"]), device)
+
+
+def destroy_gloo_group() -> None:
+    """At the process's exit, destroy a gloo process group that is still alive.
+
+    A process that exits with its gloo group alive can abort in the interpreter's finalization
+    (``terminate called without an active exception``, SIGABRT) while the group's worker threads
+    are torn down, and the launcher then reports the whole job as failed. Destroying a gloo group
+    is local to the process, so this is safe however the process ends. NCCL groups are left to
+    the exit: destroying them can wait on ranks that are gone. Registered with `atexit` (not
+    called at the end of a run: DeepSpeed keeps references to its groups, which later runs of the
+    same process, such as a local multirun, reuse)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+        dist.destroy_process_group()
 
 
 def optimizer_choice(cpu: bool, offload_optimizer: bool) -> dict[str, Any]:
@@ -237,26 +255,20 @@ def check_pretrained(model: ModelConfig) -> None:
 
 
 def model_hf_config(model: ModelConfig, rope: RopeConfig) -> tuple[Any, RopeScaling]:
-    """The HF config to build: the checkpoint's (or the preset's, for random init) with the strategy
-    applied. The checkpoint's rotary numbers must match the preset's."""
+    """The HF config to build: the checkpoint's (or the preset family's, for random init) with the
+    strategy applied to the checkpoint's own rotary geometry, which the preset must agree with
+    (`dprope.model.ModelConfig.checked_geometry`): one line, before any weight loads."""
     if model.pretrained is None:
-        hf_config = model.hf_config()
-    else:
-        from transformers import AutoConfig
+        return (hf_config := model.hf_config()), apply_rope(hf_config, rope, model)
+    from transformers import AutoConfig
 
-        try:
-            hf_config = AutoConfig.from_pretrained(model.pretrained)
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                "model.pretrained", f"cannot load {model.pretrained!r}: {first_line(err)}"
-            ) from None
-        base = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta")
-        if base is not None and float(base) != model.rope_theta:
-            raise ConfigError(
-                "model.rope_theta", f"{model.rope_theta} does not match the checkpoint's {base}"
-            )
-    scaling = apply_rope(hf_config, rope, model)
-    return hf_config, scaling
+    try:
+        hf_config = AutoConfig.from_pretrained(model.pretrained)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            "model.pretrained", f"cannot load {model.pretrained!r}: {first_line(err)}"
+        ) from None
+    return hf_config, apply_rope(hf_config, rope, model, model.pretrained)
 
 
 def build_model(model: ModelConfig, hf_config: Any, precision: str, attention: str, seed: int):

@@ -1,7 +1,9 @@
 """Fused training kernels (`trainer.kernels`): Liger-Kernel, a model transform applied before
 DeepSpeed wraps the model (`dprope.train.transforms`).
 
-`liger` applies Liger-Kernel (Hsu et al., 2024) to the model instance: the fused linear
+`liger` applies Liger-Kernel (Hsu et al., 2024) to the model instance through its family's own
+entry point (``apply_liger_kernel_to_llama``, ``_mistral``, ``_qwen2``: `dprope.model.FAMILIES`;
+a family without one is refused in one line before the model loads): the fused linear
 cross-entropy computes the loss chunk by chunk from the last hidden states and `lm_head`, so the
 full ``(batch, seq, vocab)`` logits, upcast to float32 by HF's loss (about 2 GiB at 16k tokens
 and a 32k vocabulary, twice that with its gradient), are never materialised; RMSNorm and SwiGLU
@@ -60,30 +62,39 @@ def liger_import_error() -> str | None:
     return None
 
 
-def liger_model_types() -> set[str]:
-    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+def liger_entry_point(model_type: str) -> str | None:
+    """The name of Liger-Kernel's ``apply_liger_kernel_to_<family>`` for a supported family
+    (`dprope.model.FAMILIES`), or None where it has none."""
+    from dprope.model import FAMILIES
 
-    return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
+    family = FAMILIES.get(model_type)
+    return family.liger if family is not None else None
 
 
 def resolve_kernels(requested: str, model_type: str, long_context: bool = False) -> str:
     """``liger`` or ``none``; ``liger`` where it cannot run is a one-line error (before the model loads).
 
-    ``auto`` is liger when CUDA is present, the package imports and it supports the model type.
+    ``auto`` is liger when the family has a Liger entry point (`liger_entry_point`), CUDA is
+    present and the package imports.
     ``long_context`` (sequence parallelism or tiled compute, `dprope.train.long_context`): those
     bring DeepSpeed's own tiled logits-loss, which Liger's fused loss would replace untested.
     """
     if requested == "none":
         return "none"
     problem = None if accelerator.on_cuda() else "needs a CUDA GPU"
+    if liger_entry_point(model_type) is None:
+        from dprope.model import FAMILIES
+
+        with_kernels = [name for name, family in FAMILIES.items() if family.liger]
+        problem = (
+            f"has no kernels for model type {model_type!r} (families with them: {', '.join(with_kernels)})"
+        )
     if long_context:
         problem = "is not combined with sequence_parallel_size > 1 or tiled_compute (DeepSpeed's tiled loss)"
     if problem is None:
         error = liger_import_error()
         if error is not None:
             problem = f"needs the liger-kernel package (pip install -e .[gpu]): {error}"
-    if problem is None and model_type not in liger_model_types():
-        problem = f"Liger-Kernel has no kernels for model type {model_type!r}"
     if problem is None:
         return "liger"
     if requested == "liger":
@@ -126,14 +137,15 @@ def accumulate_loss_gradients_in(model: torch.nn.Module, dtype: torch.dtype) -> 
 
 
 def apply_liger(model: torch.nn.Module, zero_stage: int) -> str:
-    """Apply Liger-Kernel to this ``model`` instance (before `deepspeed.initialize`), its loss
-    accumulating the lm_head gradient in float32 (`LOSS_ACCUM_DTYPE`); returns what it applied,
-    for the log."""
+    """Apply Liger-Kernel to this ``model`` instance with its family's entry point (before
+    `deepspeed.initialize`), its loss accumulating the lm_head gradient in float32
+    (`LOSS_ACCUM_DTYPE`); returns what it applied, for the log."""
     import deepspeed
-    from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
+    import liger_kernel.transformers
 
+    entry_point = liger_entry_point(model.config.model_type)
     with _instance_only(model):
-        _apply_liger_kernel_to_instance(model=model, **LIGER_OPTIONS)
+        getattr(liger_kernel.transformers, entry_point)(model=model, **LIGER_OPTIONS)
     if not accumulate_loss_gradients_in(model, LOSS_ACCUM_DTYPE):
         raise RuntimeError(
             f"Liger's fused loss of {type(model).__name__} makes none of the calls {LOSS_CALLS}: "
@@ -146,6 +158,5 @@ def apply_liger(model: torch.nn.Module, zero_stage: int) -> str:
         head = model.get_output_embeddings()
         deepspeed.zero.register_external_parameter(model, head.weight)
     kernels = ", ".join(k for k, on in LIGER_OPTIONS.items() if on)
-    return (
-        f"liger ({kernels}; lm_head gradient accumulated in {str(LOSS_ACCUM_DTYPE).removeprefix('torch.')})"
-    )
+    accum = str(LOSS_ACCUM_DTYPE).removeprefix("torch.")
+    return f"liger {entry_point} ({kernels}; lm_head gradient accumulated in {accum})"

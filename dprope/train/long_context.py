@@ -6,8 +6,10 @@ this module only wires its parts into the trainer, it implements none of them:
 - `UlyssesSPAttentionHF`: Ulysses sequence parallelism (Jacobs et al., 2023). Each of the N ranks of
   a sequence-parallel (SP) group holds 1/N of every sequence; around attention an all-to-all trades
   the sequence split for a split of the heads, so every rank attends over the whole sequence with
-  H/N heads, and a second all-to-all restores the sequence split. Causal attention only: the
-  library drops 4D masks and rebuilds causality from the gathered ``position_ids``.
+  H/N heads, and a second all-to-all restores the sequence split. The library's registered
+  wrapper drops 4D masks and rebuilds causality from the gathered ``position_ids`` (causal
+  attention); for the document and anchor modes the wrapper here hands the whole window's mask,
+  given by the step, to the kernel instead (`register_sequence_parallel`).
 - `UlyssesSPDataLoaderAdapter`: gathers one micro-batch from each rank of the group and hands
   every rank its slice of each, in turn; ``labels`` become ``shift_labels``, shifted before the
   split so the label of a slice's last token is the next slice's first token.
@@ -17,7 +19,10 @@ this module only wires its parts into the trainer, it implements none of them:
   memory between forward and backward (GPU only; on CPU there is nothing to move).
 
 Rotary positions stay global: the adapter slices ``position_ids`` with the tokens, so the rank
-holding tokens [t, t + T/N) rotates them by positions t.., exactly as one GPU would.
+holding tokens [t, t + T/N) rotates them by positions t.., exactly as one GPU would (by the
+document and anchor modes' positions, which the collate built for the whole window). The
+segments of the whole window travel whole (`sp_loader`), as the AnchorAttention authors pass
+their global masking positions and document ids to every rank.
 
 The model transforms that apply these parts are in `dprope.train.transforms`, the micro-steps that
 use them (the SP group's loss, the tiled loss) in `dprope.train.micro_step`.
@@ -49,15 +54,15 @@ def check_long_context(trainer: TrainerConfig, hf_config: Any, max_length: int, 
         return
     heads = hf_config.num_attention_heads
     kv_heads = getattr(hf_config, "num_key_value_heads", None) or heads
-    if heads % size:
-        raise ConfigError(
-            "trainer.sequence_parallel_size", f"{size} does not divide the model's {heads} attention heads"
-        )
-    if kv_heads % size and size % kv_heads:
-        # the library replicates key/value heads when the SP size is a multiple of their number
+    if not ulysses_splits(heads, kv_heads, size):
+        # DeepSpeed splits the query heads evenly over the group and replicates key/value heads
+        # when the group outnumbers them (UlyssesSPAttentionHF: kv_replication_factor)
+        works = [n for n in range(1, heads + 1) if ulysses_splits(heads, kv_heads, n)]
         raise ConfigError(
             "trainer.sequence_parallel_size",
-            f"{size} and the model's {kv_heads} key/value heads do not divide one another",
+            f"{size} cannot split the model's {heads} query and {kv_heads} key/value heads (DeepSpeed Ulysses "
+            f"needs heads divisible by it and key/value heads dividing it or divisible by it); sizes that "
+            f"work: {', '.join(map(str, works))}",
         )
     if max_length % size:
         raise ConfigError(
@@ -70,16 +75,31 @@ def check_long_context(trainer: TrainerConfig, hf_config: Any, max_length: int, 
         )
     if not ATTENTION_MODES[trainer.attention].sequence_parallel:
         raise ConfigError(
-            "trainer.attention",
-            f"{trainer.attention} attention cannot run with sequence_parallel_size > 1: DeepSpeed's Ulysses attention "
-            "is causal only (it drops document masks)",
+            "trainer.attention", f"{trainer.attention} attention cannot run with sequence_parallel_size > 1"
         )
 
 
-def register_sequence_parallel(model: torch.nn.Module, implementation: str, size: int, micro_batch_size: int):
+def ulysses_splits(heads: int, kv_heads: int, size: int) -> bool:
+    """Whether DeepSpeed's Ulysses attention runs ``heads`` query and ``kv_heads`` key/value heads
+    over ``size`` ranks: the query heads split evenly; the key/value heads split evenly, or are
+    replicated ``size / kv_heads`` times when fewer (Qwen2.5's 4 at SP=8 would be, but its 28
+    query heads do not split over 8)."""
+    return heads % size == 0 and (kv_heads % size == 0 or size % kv_heads == 0)
+
+
+def register_sequence_parallel(
+    model: torch.nn.Module, implementation: str, size: int, micro_batch_size: int, keep_masks: bool = False
+):
     """Route this model instance's attention through DeepSpeed's Ulysses attention and build the SP
     groups; returns DeepSpeed's ``mpu`` (for `deepspeed.initialize`) and the number of attention
     modules routed.
+
+    ``keep_masks`` (the document and anchor modes): the routed attention is DeepSpeed's
+    `UlyssesSPAttentionHF` itself, which hands the attention mask and the keyword arguments to the
+    kernel after the all-to-all as it receives them, rather than the wrapper DeepSpeed registers,
+    which drops every tensor mask (built, in plain use, for the rank's slice) and replaces a
+    FlexAttention block mask by a causal one. The step gives the whole window's mask: an SDPA
+    mask (batch, 1, seq, seq), a block mask, or flash-attn's varlen offsets (no mask).
 
     DeepSpeed's `UlyssesSPAttentionHF.register_with_transformers` puts its wrapper in place of
     ``implementation`` in transformers' process-wide ``ALL_ATTENTION_FUNCTIONS`` (so that every
@@ -100,6 +120,8 @@ def register_sequence_parallel(model: torch.nn.Module, implementation: str, size
         seq_length_is_variable=True,  # the length benchmark changes it between runs
     )
     ulysses = ALL_ATTENTION_FUNCTIONS[implementation]
+    if keep_masks:
+        ulysses = _ulysses_attention(model, previous, mpu.get_sequence_parallel_group(), micro_batch_size)
     del ALL_ATTENTION_FUNCTIONS[implementation]  # DeepSpeed's process-wide entry
     if ALL_ATTENTION_FUNCTIONS[implementation] is not previous:  # an entry of someone else's, before it
         ALL_ATTENTION_FUNCTIONS[implementation] = previous
@@ -109,6 +131,25 @@ def register_sequence_parallel(model: torch.nn.Module, implementation: str, size
     if not routed:
         raise ValueError(f"{type(model).__name__}: no attention module reads ALL_ATTENTION_FUNCTIONS")
     return mpu, routed
+
+
+def _ulysses_attention(model: torch.nn.Module, core, group, micro_batch_size: int):
+    """DeepSpeed's Ulysses attention around the kernel ``core``, built as its registration builds
+    it (a variable sequence length), without the registered wrapper around it."""
+    from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
+
+    config = model.config.get_text_config()
+    heads = config.num_attention_heads
+    return UlyssesSPAttentionHF(
+        attn=core,
+        batch_size=micro_batch_size,
+        attn_head_count=heads,
+        attn_head_size=getattr(config, "head_dim", None) or config.hidden_size // heads,
+        kv_head_count=getattr(config, "num_key_value_heads", None) or heads,
+        num_hidden_layers=config.num_hidden_layers,
+        process_group=group,
+        seq_length_is_variable=True,
+    )  # its core_attn_implementation stays None: a block mask is not replaced by a causal one
 
 
 def mlp_shards(shards: int | None, seq_len: int, hidden_size: int) -> int:
@@ -163,12 +204,17 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].contiguous()
 
 
-class _WholeSequenceTensors:
-    """The loader's batches without the whole-window varlen offsets (``cu_seqlens``,
-    ``max_length``): they describe the unsharded rows, and DeepSpeed's adapter shards every tensor
-    along the sequence and wants each to be (batch, seq)."""
+class _WholeWindows:
+    """The loader's batches as DeepSpeed's adapter takes them: it slices every tensor along the
+    sequence (each must be (batch, seq)) and hands every other value whole to each rank.
 
-    DROPPED = ("cu_seqlens", "max_length")
+    - ``cu_seqlens`` (the whole window's segments) becomes ``window_cu_seqlens``, a list of ints,
+      so it travels whole with ``max_length``; the masked modes rebuild their masks from it
+      (`dprope.train.attention.window_segments`), and ``segment_ids`` is left out;
+    - ``shift_labels`` (the collate's next-token targets, ``data.extra_target``) becomes
+      ``targets``, sliced with the tokens: the adapter would replace ``shift_labels`` by its own,
+      shifted from ``labels``, which has no target for the window's last position.
+    """
 
     def __init__(self, loader):
         self.loader = loader
@@ -176,9 +222,18 @@ class _WholeSequenceTensors:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @staticmethod
+    def _prepared(batch: dict[str, Any]) -> dict[str, Any]:
+        batch = {k: v for k, v in batch.items() if k != "segment_ids"}
+        if "cu_seqlens" in batch:
+            batch["window_cu_seqlens"] = batch.pop("cu_seqlens").tolist()
+        if "shift_labels" in batch:
+            batch["targets"] = batch.pop("shift_labels")
+        return batch
+
     def __iter__(self):
         batches = iter(self.loader)  # now, not at the first batch: it draws from the torch RNG
-        return ({k: v for k, v in batch.items() if k not in self.DROPPED} for batch in batches)
+        return (self._prepared(batch) for batch in batches)
 
 
 def sp_loader(loader, device: torch.device, group: Any, size: int):
@@ -189,7 +244,7 @@ def sp_loader(loader, device: torch.device, group: Any, size: int):
     from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPDataLoaderAdapter
 
     return UlyssesSPDataLoaderAdapter(
-        _WholeSequenceTensors(loader),
+        _WholeWindows(loader),
         sp_rank=dist.get_rank(group=group),
         sp_group=group,
         sp_world_size=size,

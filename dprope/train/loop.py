@@ -1,10 +1,14 @@
 """The fine-tuning loop, as its phases: plan, set up, step, save or stop, finish.
 
 `train` reads as those phases. The plan (`dprope.train.plan`) checks and derives everything that
-needs no model, before the process group; `set_up` materialises it (process group, data, engine,
-resume) into a `Training`, whose methods are the other phases, each testable alone. The step
-itself is a `dprope.train.stepper.Stepper`: one host sync per optimizer step, a single
-all-reduce of (loss, stop flag, gradient norm).
+needs no model, before the process group; `set_up` materialises it (process group, the run
+directory's lock, data, engine, resume) into a `Training`, whose methods are the other phases,
+each testable alone. The step itself is a `dprope.train.stepper.Stepper`: one host sync per
+optimizer step, a single all-reduce of (loss, stop flag, gradient norm).
+
+A resume compares this run's settings with the checkpoint's (`dprope.train.resume_settings`):
+what can be applied is applied from the resumed step on and logged (a longer run, another
+global batch, another lr, ...), anything else is a one-line error before the model loads.
 """
 
 from __future__ import annotations
@@ -22,11 +26,19 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dprope.data import PackedStream, ResumableSampler, build_train_dataset, collate_packed
+from dprope.data.sampler import covering_size
 from dprope.data.tokenizer import load_tokenizer
 from dprope.rope.summary import strategy_summary
+from dprope.storage import NoSpaceError
 from dprope.tracking import Tracker
-from dprope.train import checkpoint
-from dprope.train.config import EXIT_LOAD_FAILED, EXIT_NON_FINITE, EXIT_PREEMPTED, RunConfig
+from dprope.train import checkpoint, resume_settings, run_dir
+from dprope.train.config import (
+    EXIT_LOAD_FAILED,
+    EXIT_NON_FINITE,
+    EXIT_PREEMPTED,
+    EXIT_SAVE_FAILED,
+    RunConfig,
+)
 from dprope.train.engine import Runtime, init_distributed, main_process_first, materialise
 from dprope.train.export import export_hf
 from dprope.train.long_context import sp_loader
@@ -45,14 +57,27 @@ SaveHook = Callable[[Path, checkpoint.TrainerState], None]
 
 
 def train_loader(
-    dataset, seed: int, micro_batch_size: int, runtime, consumed: int, collate=collate_packed
+    dataset,
+    seed: int,
+    micro_batch_size: int,
+    runtime,
+    consumed: int,
+    collate=collate_packed,
+    num_samples: int | None = None,
 ) -> DataLoader:
-    """This rank's micro-batches of the global order, after ``consumed`` global samples."""
+    """This rank's micro-batches of the global order, after ``consumed`` global samples, up to
+    ``num_samples`` (the run's whole length; the dataset's when None)."""
     if isinstance(dataset, PackedStream):
         stream = dataset.resume(consumed, runtime.rank, runtime.world_size)
         return DataLoader(stream, batch_size=micro_batch_size, collate_fn=collate)
-    sampler = ResumableSampler(len(dataset), seed, runtime.rank, runtime.world_size, consumed)
+    sampler = ResumableSampler(num_samples or len(dataset), seed, runtime.rank, runtime.world_size, consumed)
     return DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler, collate_fn=collate)
+
+
+def samples_needed(trainer, state: checkpoint.TrainerState) -> int:
+    """The positions of the global order a run draws in all: those consumed before the checkpoint,
+    then this run's global batch for each step left (the whole run when starting)."""
+    return state.consumed_samples + (trainer.steps - state.step) * trainer.global_batch_size
 
 
 class StepRecorder:
@@ -112,6 +137,8 @@ class Training:
     tokenizer: Any
     summary: dict[str, Any]  # strategy_summary, logged and exported
     save_hook: SaveHook | None = None
+    settings: dict[str, Any] | None = None  # recorded in each checkpoint (resume_settings.run_settings)
+    lock: run_dir.RunLock | None = None  # the run directory's, held by rank 0 until `close`
 
     @property
     def output_dir(self) -> Path:
@@ -128,7 +155,9 @@ class Training:
     def save(self) -> None:
         trainer, rank = self.plan.trainer, self.runtime.rank
         state = self.state.trainer_state
-        checkpoint.save(self.engine, self.output_dir, state, rank, trainer.keep_last, self.save_hook)
+        checkpoint.save(
+            self.engine, self.output_dir, state, rank, trainer.keep_last, self.save_hook, self.settings
+        )
         self.state.last_saved = state.step
 
     def save_or_stop(self, result: StepResult, stop: StopRequest) -> int | None:
@@ -148,16 +177,50 @@ class Training:
         return EXIT_PREEMPTED
 
     def report_non_finite(self, result: StepResult) -> int:
-        """A non-finite loss or gradient norm: nothing is saved, the last checkpoint stays in charge."""
+        """A non-finite loss or gradient norm: nothing is saved. The one-line error names the
+        checkpoint the failed step started from (resuming it fails again) and the last one from
+        which training was still finite, if one is kept."""
         if self.runtime.is_main:
             what = "loss" if not is_finite(result.loss) else "gradient norm"
+            failed = self.state.step + 1
             print(
-                f"error: non-finite {what} at step {self.state.step + 1} (loss {result.loss}, grad norm "
-                f"{result.grad_norm}); stopping without saving, the last checkpoint is intact",
+                f"error: non-finite {what} at step {failed} (loss {result.loss}, grad norm "
+                f"{result.grad_norm}); stopping without saving. {self.finite_checkpoints(failed)}",
                 file=sys.stderr,
                 flush=True,
             )
         return EXIT_NON_FINITE
+
+    def finite_checkpoints(self, failed: int) -> str:
+        """What the kept checkpoints of this run are worth after step ``failed`` went non-finite:
+        the one at ``failed - 1`` holds the weights that step started from; one before it is the
+        last from which training was still finite."""
+        root = checkpoint.checkpoint_root(self.output_dir)
+        run_id = self.state.trainer_state.run_id
+        steps = {}
+        for path in checkpoint.complete_checkpoints(root):
+            state = checkpoint.read_state(path)
+            if state.run_id == run_id:
+                steps[state.step] = path
+        text = []
+        if failed - 1 in steps:
+            text.append(
+                f"Checkpoint {steps[failed - 1].name} holds the weights step {failed} started from: "
+                "resuming it fails again."
+            )
+        finite = [step for step in steps if step < failed - 1]
+        if finite:
+            path = steps[max(finite)]
+            text.append(
+                f"The last checkpoint from which training was still finite is {path} "
+                f"(resume it with trainer.resume={path} and a lower trainer.lr)."
+            )
+        else:
+            text.append(
+                "No checkpoint from which training was still finite is kept: start over "
+                "(trainer.resume=never) with a lower trainer.lr."
+            )
+        return " ".join(text)
 
     def finish(self) -> None:
         """The final checkpoint and the HF export."""
@@ -169,24 +232,68 @@ class Training:
                 print(f"export: {path}", flush=True)
 
     def close(self) -> None:
-        self.recorder.close()
+        try:
+            self.recorder.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def set_up(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook | None = None) -> Training:
-    """Plan the run (every check that needs no model), join the process group, build data and
-    engine, resume. ``save_hook``: see `dprope.train.checkpoint.save` (``before_manifest``)."""
-    trainer = run.trainer
-    output_dir = Path(trainer.output_dir)
+    """Plan the run (every check that needs no model), join the process group, lock the run
+    directory, build data and engine, resume. ``save_hook``: see `dprope.train.checkpoint.save`
+    (``before_manifest``). The lock is released by `Training.close`, or here on an error."""
     plan = plan_run(run)  # every check that needs no model, before any expensive work
-    candidates = checkpoint.resume_candidates(trainer.resume, output_dir)
+    candidates = checkpoint.resume_candidates(run.trainer.resume, Path(run.trainer.output_dir))
 
     note(f"starting the process group (world size {plan.world_size})")
-    runtime = init_distributed(trainer.dist_timeout_minutes)
+    runtime = init_distributed(run.trainer.dist_timeout_minutes)
     if runtime.world_size != plan.world_size:  # a launcher that announced no world size
         plan = plan_run(run, runtime.world_size)
-    # verified (a damaged checkpoint falls back to an older one) and, saved on another world
-    # size, converted to a universal checkpoint; before any model loads
-    resume = checkpoint.choose_resume(candidates, runtime.world_size, runtime.rank)
+    lock = run_dir.lock_run_dir(Path(run.trainer.output_dir), runtime.rank)
+    try:
+        return _set_up(run, plan, runtime, candidates, resolved_config, save_hook, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _set_up(
+    run: RunConfig,
+    plan: TrainingPlan,
+    runtime: Runtime,
+    candidates: list[Path],
+    resolved_config: dict[str, Any],
+    save_hook: SaveHook | None,
+    lock: run_dir.RunLock | None,
+) -> Training:
+    trainer = run.trainer
+    output_dir = Path(trainer.output_dir)
+    run_dir.keep_runs_apart(trainer.resume, output_dir, candidates, runtime.rank)
+    # verified (a damaged checkpoint falls back to an older one), checked for anything but plain
+    # weights and for settings it cannot be resumed with and, saved on another world size,
+    # converted to a universal checkpoint; before any model loads
+    settings = resume_settings.run_settings(run, plan)
+
+    def accept(path: Path, state: checkpoint.TrainerState) -> None:
+        """This run's settings against the checkpoint's: applied changes logged, others refused."""
+        changed = resume_settings.compare(resume_settings.read_settings(path), settings, path, state.step)
+        if changed and runtime.is_main:
+            log.info(
+                "resuming %s with changed settings, applied from step %d on: %s",
+                path.name,
+                state.step + 1,
+                "; ".join(changed),
+            )
+
+    resume = checkpoint.choose_resume(candidates, runtime.world_size, runtime.rank, accept)
+    start = checkpoint.TrainerState(world_size=runtime.world_size)
+    if resume is not None:
+        start = resume.state
+    else:
+        start.run_id = run_dir.new_run_id()
+    num_samples = samples_needed(trainer, start)
     tokenizer = load_tokenizer(
         run.model.tokenizer_name, field="model.tokenizer" if run.model.tokenizer else "model.pretrained"
     )
@@ -196,7 +303,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook 
             run.data,
             tokenizer,
             run.model.tokenizer_name,
-            trainer.steps * trainer.global_batch_size,
+            num_samples if run.data.streaming else covering_size(num_samples),
             plan.scaling.target_length,
         )
     if runtime.is_main:
@@ -214,15 +321,15 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook 
     note(f"building the model ({weights}) and the DeepSpeed engine (ZeRO-{trainer.zero_stage})")
     built = materialise(plan, runtime, load_universal=resume is not None and resume.universal)
     engine = built.engine
+    checkpoint.guard(engine)  # DeepSpeed's saves name a full disk's file, its loads are weights only
 
-    state = RunState()
+    state = RunState(start)
     if resume is not None:
         loaded = checkpoint.load(engine, resume)
+        resume_settings.apply_optimizer_settings(engine, trainer)
         log.info("resumed from %s at step %d", resume.path, loaded.step)
         loaded.world_size = runtime.world_size
         state = RunState(loaded, last_saved=loaded.step)
-    else:
-        state.trainer_state.world_size = runtime.world_size
 
     summary = strategy_summary(plan.rope, plan.scaling)
     tracker = Tracker(run.logger, output_dir, resolved_config, enabled=runtime.is_main)
@@ -248,6 +355,7 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook 
         runtime,
         state.trainer_state.consumed_samples,
         collate,
+        num_samples,
     )
     # with SP, each group's ranks take turns supplying the sequence they all work on; a step's
     # accumulation is a multiple of the SP size, so resuming at consumed_samples stays exact
@@ -265,6 +373,8 @@ def set_up(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook 
         tokenizer=tokenizer,
         summary=summary,
         save_hook=save_hook,
+        settings=settings,
+        lock=lock,
     )
 
 
@@ -288,13 +398,20 @@ def train(run: RunConfig, resolved_config: dict[str, Any], save_hook: SaveHook |
         while training.state.step < run.trainer.steps:
             result = training.step(stop)
             if not result.finite:
+                progress.close()  # the error goes on a line of its own, not after the bar
                 return training.report_non_finite(result)
             training.record(result, progress)
             code = training.save_or_stop(result, stop)
             if code is not None:
                 return code
+        progress.close()
         training.finish()
         return 0
+    except (checkpoint.SaveError, NoSpaceError) as err:  # a full disk: one line, the previous checkpoint kept
+        progress.close()
+        if training.runtime.is_main:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        return EXIT_SAVE_FAILED
     finally:
         stop.restore()
         progress.close()

@@ -7,6 +7,9 @@
 - `TiledLossStep`: with tiled compute, DeepSpeed's `TiledFusedLogitsLoss` computes the logits and
   the loss a tile at a time, with or without sequence parallelism.
 
+The last two pass the tokens, positions and targets themselves, and the attention mode's masks
+(`AttentionMode.masks`: the whole window's under sequence parallelism) with them.
+
 Loss of the last two: the SP group's loss is the token-weighted mean over the whole sequence, sum
 of the slices' cross-entropy sums / the group's count of labelled tokens (one rank and one slice
 without SP). Each rank backpropagates N times its own term, which is what DeepSpeed's recipe (a
@@ -82,13 +85,36 @@ class PlainStep(MicroStep):
         return loss.detach()
 
 
+def no_masks(batch: Batch) -> dict[str, Any]:
+    return {}
+
+
+def mode_masks(plan: TrainingPlan, device: torch.device) -> Callable[[Batch], dict[str, Any]]:
+    """The attention mode's mask arguments of a batch (of the whole window, for a rank's slice
+    under sequence parallelism: `dprope.train.attention`)."""
+
+    def masks(batch: Batch) -> dict[str, Any]:
+        return plan.mode.masks(batch, plan.implementation, device, plan.dtype)
+
+    return masks
+
+
 class UlyssesStep(MicroStep):
     """This rank's slice of a sequence its SP group of ``size`` ranks shares (``group`` None and
-    ``size`` 1: a whole sequence on one rank)."""
+    ``size`` 1: a whole sequence on one rank); ``masks``: the attention mode's mask arguments of
+    a batch (document and anchor attention)."""
 
-    def __init__(self, engine, device, group: Any = None, size: int = 1, offload: bool = False):
+    def __init__(
+        self,
+        engine,
+        device,
+        group: Any = None,
+        size: int = 1,
+        offload: bool = False,
+        masks: Callable[[Batch], dict[str, Any]] = no_masks,
+    ):
         super().__init__(engine, device, offload)
-        self.group, self.size = group, size
+        self.group, self.size, self.masks = group, size, masks
 
     @classmethod
     def build(cls, engine, device, plan, parts):
@@ -98,13 +124,23 @@ class UlyssesStep(MicroStep):
             parts.sp_group,
             plan.trainer.sequence_parallel_size,
             plan.trainer.offload_activations,
+            mode_masks(plan, device),
         )
 
     def targets(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(input ids, position ids, next-token labels, labelled tokens of the whole sequences)."""
+        """(input ids, position ids, next-token labels, labelled tokens of the whole sequences).
+
+        The labels: the collate's own next-token targets when the data reads one token more
+        (``targets`` under SP, ``shift_labels`` without), else those the SP adapter shifted
+        before the split, else ``labels`` shifted here."""
         input_ids = batch["input_ids"].to(self.device)
         position_ids = batch["position_ids"].to(self.device)
-        targets = batch["shift_labels"] if "shift_labels" in batch else shift_labels(batch["labels"])
+        if "targets" in batch:
+            targets = batch["targets"]
+        elif "shift_labels" in batch:
+            targets = batch["shift_labels"]
+        else:
+            targets = shift_labels(batch["labels"])
         targets = targets.to(self.device).contiguous()  # (batch, local seq); the adapter hands out slices
         count = (targets != IGNORE_INDEX).sum()
         if self.group is not None:
@@ -124,6 +160,7 @@ class UlyssesStep(MicroStep):
             labels=targets,
             shift_labels=targets,
             num_items_in_batch=count,  # HF's loss then returns this slice's sum / the group's count
+            **self.masks(batch),
         ).loss
         self.engine.backward(share * self.size)
         return share.detach()
@@ -148,8 +185,9 @@ class TiledLossStep(UlyssesStep):
         group: Any = None,
         size: int = 1,
         offload: bool = False,
+        masks: Callable[[Batch], dict[str, Any]] = no_masks,
     ):
-        super().__init__(engine, device, group, size, offload)
+        super().__init__(engine, device, group, size, offload, masks)
         self.final_hidden, self.shards = final_hidden, shards
 
     @classmethod
@@ -165,6 +203,7 @@ class TiledLossStep(UlyssesStep):
             parts.sp_group,
             trainer.sequence_parallel_size,
             trainer.offload_activations,
+            mode_masks(plan, device),
         )
 
     def run(self, batch: Batch) -> torch.Tensor:
@@ -174,7 +213,7 @@ class TiledLossStep(UlyssesStep):
         engine, model = self.engine, self.engine.module
         no_logits = torch.empty(0, dtype=torch.long, device=input_ids.device)  # lm_head runs on 0 tokens
         self.final_hidden.clear()
-        engine(input_ids=input_ids, position_ids=position_ids, logits_to_keep=no_logits)
+        engine(input_ids=input_ids, position_ids=position_ids, logits_to_keep=no_logits, **self.masks(batch))
         hidden = self.final_hidden.pop()  # (batch, local seq, hidden)
         scale = self.size / engine.gradient_accumulation_steps()
 

@@ -86,19 +86,22 @@ class LigerKernels(ModelTransform):
 
 class UlyssesAttention(ModelTransform):
     """Ulysses sequence parallelism over ``size`` ranks around the ``implementation`` kernel
-    (`dprope.train.long_context.register_sequence_parallel`); hands on DeepSpeed's ``mpu``."""
+    (`dprope.train.long_context.register_sequence_parallel`); hands on DeepSpeed's ``mpu``.
+    ``keep_masks``: the attention mode's whole-window masks reach the kernel (document, anchor)."""
 
-    def __init__(self, implementation: str, size: int, micro_batch_size: int):
+    def __init__(self, implementation: str, size: int, micro_batch_size: int, keep_masks: bool = False):
         self.implementation, self.size, self.micro_batch_size = implementation, size, micro_batch_size
+        self.keep_masks = keep_masks
 
     def apply(self, model, parts):
         from dprope.train.long_context import register_sequence_parallel
 
         parts.mpu, routed = register_sequence_parallel(
-            model, self.implementation, self.size, self.micro_batch_size
+            model, self.implementation, self.size, self.micro_batch_size, self.keep_masks
         )
         parts.sp_group = parts.mpu.get_sequence_parallel_group()
-        return f"Ulysses sequence parallel x{self.size} in {routed} attention module(s)"
+        masks = ", the window's masks kept" if self.keep_masks else ""
+        return f"Ulysses sequence parallel x{self.size} in {routed} attention module(s){masks}"
 
 
 class TiledMLP(ModelTransform):
@@ -176,8 +179,11 @@ def model_transforms(
     if kernels == "liger":
         transforms.append(LigerKernels(trainer.zero_stage))
     if trainer.sequence_parallel_size > 1:
+        from dprope.train.attention import ATTENTION_MODES
+
+        masked = ATTENTION_MODES[trainer.attention].masked
         transforms.append(
-            UlyssesAttention(implementation, trainer.sequence_parallel_size, trainer.micro_batch_size)
+            UlyssesAttention(implementation, trainer.sequence_parallel_size, trainer.micro_batch_size, masked)
         )
     if trainer.tiled_compute:
         transforms += [TiledMLP(trainer.tiled_shards), FinalHiddenCapture()]

@@ -58,7 +58,7 @@ def reference_documents(cfg, tokenizer, split: str = "train") -> list[list[int]]
     """Each embedded file of the slice read directly and tokenized alone, with its separators."""
     texts = [Path(p).read_text(errors="replace") for p in embedded_files(split)[: cfg.max_documents]]
     bos = [tokenizer.bos_token_id] if cfg.add_bos else []
-    eos = [tokenizer.eos_token_id] if cfg.add_eos else []
+    eos = [tokenizer.eos_token_id] if cfg.resolved().add_eos else []
     return [bos + ids + eos for ids in encode_texts(tokenizer, texts)]
 
 

@@ -183,3 +183,34 @@ def test_explicit_cache_path_refuses_another_tokenizer(small_cfg, byte_tokenizer
         build(dataclasses.replace(cfg, max_length=64), byte_tokenizer)
     with pytest.raises(ConfigError, match=r"^num_sequences: "):
         build(cfg, byte_tokenizer, num_sequences=4)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_the_anchorcontext_packing_reads_one_more_token_per_window(small_cfg, byte_tokenizer, streaming):
+    from dprope.data.config import ANCHORCONTEXT
+
+    cfg = dataclasses.replace(small_cfg, streaming=streaming, shuffle_buffer=5).resolved(ANCHORCONTEXT)
+    dataset = build(cfg, byte_tokenizer, num_sequences=6)
+    items = list(dataset) if streaming else [dataset[i] for i in range(6)]
+    if not streaming:
+        assert dataset.meta["num_tokens"] == 6 * (cfg.max_length + 1)  # windows of T + 1 tokens
+        assert (dataset.meta["key"]["packing"], dataset.meta["key"]["extra_target"]) == ("pieces", True)
+    assert len(items) == 6
+    for item in items:
+        assert item["input_ids"].shape == (cfg.max_length,) and item["length"] == cfg.max_length
+        assert item["input_ids"][0] == byte_tokenizer.bos_token_id and item["doc_starts"][0] == 0
+        assert byte_tokenizer.eos_token_id not in item["input_ids"].tolist()
+        assert item["next_token"] >= 0
+    # the next window begins where this one's extra token left the stream: nothing is read twice
+    if not streaming:
+        tokens = np.fromfile(dataset.path / "tokens.bin", dtype=np.dtype(dataset.meta["dtype"]))
+        assert items[1]["input_ids"].tolist() == tokens[cfg.max_length + 1 : 2 * cfg.max_length + 1].tolist()
+        assert items[0]["next_token"] == tokens[cfg.max_length]
+
+
+def test_standard_and_anchorcontext_packing_are_different_caches(small_cfg, byte_tokenizer):
+    from dprope.data.config import ANCHORCONTEXT
+
+    standard = build(small_cfg, byte_tokenizer, num_sequences=2)
+    authors = build(small_cfg.resolved(ANCHORCONTEXT), byte_tokenizer, num_sequences=2)
+    assert standard.path != authors.path and "packing" not in standard.meta["key"]

@@ -68,3 +68,25 @@ def test_padding_stays_out_of_the_loss():
 def test_anchor_needs_a_bos():
     with pytest.raises(ValueError, match="BOS"):
         collate_segments([item(8, 8, [0])], ANCHOR, None)
+
+
+def test_a_window_read_with_one_more_token_has_a_target_at_every_position():
+    import numpy as np
+
+    from dprope.data.dataset import as_item
+    from dprope.data.packing import PackedSequence
+    from dprope.data.segments import collate_causal
+
+    tokens = np.array([BOS, 11, 12, BOS, 14, 15, 16, BOS, 18], dtype=np.int64)  # a window of 8 + 1 tokens
+    full = as_item(PackedSequence(tokens, np.array([0, 3, 7]), 9), inputs=8)
+    assert full["input_ids"].tolist() == tokens[:8].tolist() and full["next_token"] == 18
+    assert full["doc_starts"].tolist() == [0, 3, 7] and full["length"] == 8
+    padded = np.array([BOS, 11, 12, BOS, 14, 0, 0, 0, 0], dtype=np.int64)  # a kept tail of 5 tokens
+    tail = as_item(PackedSequence(padded, np.array([0, 3]), 5), inputs=8)
+    assert tail["next_token"] == -100 and tail["length"] == 5
+    for collate in (collate_causal, lambda b: collate_segments(b, ANCHOR, BOS)):
+        out = collate([full, tail])
+        # T targets: token t + 1 for every position, the extra token for the last; none on padding
+        assert out["shift_labels"][0].tolist() == [11, 12, BOS, 14, 15, 16, BOS, 18]
+        assert out["shift_labels"][1].tolist() == [11, 12, BOS, 14, -100, -100, -100, -100]
+    assert "shift_labels" not in collate_causal([item(8, 8, [0])])  # T - 1 targets: the model shifts labels

@@ -80,7 +80,9 @@ def test_training_free_refuses_a_scaled_checkpoint_and_a_wrong_length(tiny_model
     config.save_pretrained(tmp_path)
     for file in tiny_model_dir.glob("*.safetensors"):
         (tmp_path / file.name).write_bytes(file.read_bytes())
-    with pytest.raises(ConfigError, match="already uses rope_type 'linear'"):
+    with pytest.raises(
+        ConfigError, match="model.rope_type: default does not match the checkpoint's .* linear"
+    ):
         resolve_checkpoint(_base_model_cfg(tmp_path), default_config("yarn", 2.0))
     wrong = ModelConfig(name="tiny", pretrained=str(tiny_model_dir), tokenizer="byte")  # L = 256
     with pytest.raises(ConfigError) as err:

@@ -218,17 +218,9 @@ def test_chat_template_wraps_the_cut_prompt_but_not_few_shot_or_code(longbench_d
     import copy
 
     tokenizer = copy.deepcopy(byte_tokenizer)
-    with pytest.raises(
-        ConfigError, match="eval.longbench_e.chat_template: the tokenizer has no chat template"
-    ):
-        prepare_longbench(
-            LongBenchConfig(datasets=["trec_e"], data_dir=str(longbench_dir), chat_template=True),
-            tokenizer,
-            EvalContext(1024),
-        )
     tokenizer.chat_template = "[INST]{{ messages[0]['content'] }}[/INST]"  # the official llama2 wrapping
-    cfg = LongBenchConfig(datasets=["hotpotqa_e", "trec_e"], data_dir=str(longbench_dir), chat_template=True)
-    prepared = prepare_longbench(cfg, tokenizer, EvalContext(1024))
+    cfg = LongBenchConfig(datasets=["hotpotqa_e", "trec_e"], data_dir=str(longbench_dir))
+    prepared = prepare_longbench(cfg, tokenizer, EvalContext(1024, chat_template=True))  # eval.chat_template
     chat = tokenizer.decode(prepared["hotpotqa_e"][0].input_ids)
     assert chat.startswith("[INST]Answer the question") and chat.endswith("Answer:[/INST]")
     assert "[INST]" not in tokenizer.decode(prepared["trec_e"][0].input_ids)

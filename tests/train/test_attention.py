@@ -108,10 +108,15 @@ def test_kernel_is_named():
 
 
 def test_modes_declare_their_needs_and_the_config_takes_exactly_the_registry():
-    assert {name: (m.needs_bos, m.sequence_parallel) for name, m in ATTENTION_MODES.items()} == {
-        "causal": (False, True),
-        "document": (True, False),
-        "anchor": (True, False),
+    from dprope.data.config import ANCHORCONTEXT, STANDARD
+
+    declared = {
+        name: (m.needs_bos, m.sequence_parallel, m.masked, m.packing) for name, m in ATTENTION_MODES.items()
+    }
+    assert declared == {
+        "causal": (False, True, False, STANDARD),
+        "document": (True, True, True, STANDARD),
+        "anchor": (True, True, True, ANCHORCONTEXT),
     }
     assert all(mode.name == name for name, mode in ATTENTION_MODES.items())
     for name in ATTENTION_MODES:

@@ -1,6 +1,6 @@
-"""Faults seen from inside one process: a non-finite gradient norm stops the run with exit code 3,
-and a saved model directory loads through the ZeRO-3 partitioned path (`HfDeepSpeedConfig`) in
-training mode."""
+"""Faults seen from inside one process: a non-finite gradient norm stops the run with exit code 3
+and names the last checkpoint from which training was still finite, and a saved model directory
+loads through the ZeRO-3 partitioned path (`HfDeepSpeedConfig`) in training mode."""
 
 from __future__ import annotations
 
@@ -49,6 +49,41 @@ def test_non_finite_gradient_norm_with_a_finite_loss_stops_with_exit_3(tmp_path,
     err = capsys.readouterr().err
     assert "error: non-finite gradient norm at step 1" in err
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_non_finite_step_names_the_checkpoint_it_started_from_and_the_last_finite_one(
+    tmp_path, data_cache, capsys
+):
+    from tqdm.auto import tqdm
+
+    from dprope.train.loop import set_up
+    from dprope.train.signals import StopRequest
+
+    run = tiny_run(tmp_path, data_cache, save_every=1, keep_last=3)
+    run.trainer.steps = 4
+    training = set_up(run, {})
+    stop = StopRequest()
+    try:
+        for _ in range(3):  # steps 1-3, each saved
+            result = training.step(stop)
+            training.record(result, tqdm(disable=True))
+            training.save_or_stop(result, stop)
+        training.engine.module.lm_head.register_full_backward_pre_hook(
+            lambda module, grad: (grad[0] * math.inf,)
+        )
+        result = training.step(stop)
+    finally:
+        stop.restore()
+        training.close()
+    assert not result.finite
+    assert training.report_non_finite(result) == EXIT_NON_FINITE
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: non-finite gradient norm at step 4 ")
+    assert "Checkpoint step_00000003 holds the weights step 4 started from: resuming it fails again." in line
+    assert (
+        f"The last checkpoint from which training was still finite is {tmp_path / 'checkpoints' / 'step_00000002'}"
+        in line
+    )
 
 
 def test_saved_model_directory_loads_partitioned_under_zero3_in_training_mode(dropout_model_dir, tmp_path):

@@ -58,18 +58,24 @@ def test_sequence_parallel_accepts_what_the_library_runs():
     check_long_context(trainer, heads(8, 8), 256, "flash_attention_2")
 
 
-def test_document_and_anchor_attention_are_refused_with_sequence_parallelism():
-    # the library's Ulysses attention drops every mask but the causal one
-    for mode in ("document", "anchor"):
+def test_qwen2_5_heads_list_the_sequence_parallel_sizes_that_work():
+    """28 query and 4 key/value heads (Qwen2.5-7B): 4 kv heads would be replicated at SP=8, but 28
+    query heads do not split over 8; the error lists the sizes DeepSpeed's Ulysses runs."""
+    config = heads(28, 4)
+    for size in (2, 4, 7, 8, 14, 28):
+        trainer = TrainerConfig(global_batch_size=size, sequence_parallel_size=size)
+        if size in (2, 4, 28):
+            check_long_context(trainer, config, 28 * 256, "sdpa")
+        else:
+            with pytest.raises(ConfigError, match="sizes that work: 1, 2, 4, 28$"):
+                check_long_context(trainer, config, 28 * 256, "sdpa")
+
+
+def test_every_attention_mode_runs_with_sequence_parallelism():
+    for mode in ("causal", "document", "anchor"):
         trainer = TrainerConfig(global_batch_size=8, sequence_parallel_size=2, attention=mode)
-        with pytest.raises(ConfigError) as err:
-            check_long_context(trainer, heads(), 256, "sdpa")
-        assert err.value.field == "trainer.attention"
-        assert str(err.value).startswith(
-            f"trainer.attention: {mode} attention cannot run with sequence_parallel"
-        )
-    trainer = TrainerConfig(global_batch_size=8, sequence_parallel_size=2, attention="causal")
-    check_long_context(trainer, heads(), 256, "sdpa")
+        for kernel in ("sdpa", "flash_attention_2", "flex_attention"):
+            check_long_context(trainer, heads(), 256, kernel)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +173,11 @@ def test_sequence_parallel_size_beyond_the_heads_fails_before_the_model_loads(tm
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
     lines = stderr.strip().splitlines()
-    assert lines == ["error: trainer.sequence_parallel_size: 8 does not divide the model's 4 attention heads"]
+    assert lines == [
+        "error: trainer.sequence_parallel_size: 8 cannot split the model's 4 query and 4 key/value heads "
+        "(DeepSpeed Ulysses needs heads divisible by it and key/value heads dividing it or divisible by it); "
+        "sizes that work: 1, 2, 4"
+    ]
 
 
 # ---- two CPU processes (gloo): SP=2 against SP=1, and exact resume --------------------------
@@ -260,3 +270,19 @@ def test_sequence_parallel_tiled_run_resumes_exactly_after_sigkill(single_proces
     run(overrides, launcher=TORCHRUN)  # trainer.resume=auto
     assert [r["loss"] for r in read_metrics(killed)] == [r["loss"] for r in read_metrics(reference)]
     assert [r["grad_norm"] for r in read_metrics(killed)] == [r["grad_norm"] for r in read_metrics(reference)]
+
+
+@pytest.mark.slow
+def test_sequence_parallel_with_fewer_key_value_heads_than_ranks_trains_as_one(tmp_path, data_cache):
+    """One key/value head (4 query heads) at SP=2: DeepSpeed replicates the key/value head over the
+    two ranks; the losses, gradient norms and weights equal the one-process run's."""
+    mqa = ("model.num_key_value_heads=1",)
+    reference = tmp_path / "sp1"
+    run(sp_run(reference, data_cache, *mqa))
+    stdout = run(sp_run(tmp_path / "sp2", data_cache, *mqa, "trainer.sequence_parallel_size=2"), TORCHRUN)
+    assert "sequence parallel 2" in stdout
+    assert_same_training(tmp_path / "sp2", reference)
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "sp2" / "hf" / "model.safetensors")
+    assert weights["model.layers.0.self_attn.k_proj.weight"].shape == (16, 64)  # one key/value head

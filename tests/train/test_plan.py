@@ -81,8 +81,13 @@ def test_the_plan_derives_every_number_without_a_model(no_model):
         (1, {"kernels": "liger"}, "trainer.kernels"),
         (
             2,
-            {"global_batch_size": 8, "sequence_parallel_size": 2, "attention": "document"},
-            "trainer.attention",
+            {
+                "global_batch_size": 8,
+                "sequence_parallel_size": 2,
+                "attention": "document",
+                "attn_implementation": "eager",
+            },
+            "trainer.attn_implementation",
         ),
         (1, {"attn_implementation": "flash_attention_2"}, "trainer.attn_implementation"),
     ],

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 
 import pytest
 from omegaconf import OmegaConf
@@ -21,8 +22,21 @@ from omegaconf import OmegaConf
 from dprope.cli import CONFIG_DIR, compose_config, group_options
 from dprope.train.config import RunConfig, TrainerConfig
 from dprope.train.loop import train
+from tests.families import tiny_model_overrides
 
-PRESETS = group_options("experiment")
+
+def preset_model_option(name: str) -> str:
+    """The `model` option an experiment preset selects."""
+    text = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text()
+    return re.search(r"override /model: (\S+)", text).group(1)
+
+
+# training experiments (an evaluation baseline such as qwen2_5_7b_128k_official sets no trainer)
+PRESETS = [
+    p
+    for p in group_options("experiment")
+    if "override /trainer" in (CONFIG_DIR / "experiment" / f"{p}.yaml").read_text()
+]
 EXPECTED_ROPE_TYPE = {"pi": "linear", "yarn": "yarn", "dprope": "longrope"}
 # One tiny step in the fast tier per strategy and per trainer code path (`code_path`); the
 # other presets repeat one of these paths and run in the slow tier.
@@ -92,8 +106,11 @@ def tiny_overrides(name: str) -> tuple[str, ...]:
     """The overrides that shrink preset ``name`` to a one-step CPU run (output and cache dirs
     apart)."""
     cfg = compose_preset(name, [])
+    model = preset_model_option(name)
+    # a model of the preset's family and rope type (tests/families.py), LLaMA-2 as `model=tiny`
+    shrink = ["model=tiny"] if model in ("tiny", "llama2_7b", "llama2_13b") else tiny_model_overrides(model)
     overrides = [
-        "model=tiny",
+        *shrink,
         "data=embedded",
         "data.max_length=256",
         "trainer.steps=1",
@@ -126,10 +143,15 @@ def code_path(run: RunConfig) -> tuple:
 
 
 def check_export(rope_parameters: dict, run: RunConfig) -> None:
-    assert rope_parameters["rope_type"] == EXPECTED_ROPE_TYPE[run.rope.name]
+    # on an already-scaled pre-training RoPE (Llama-3.1's llama3) every strategy composes as longrope
+    expected = EXPECTED_ROPE_TYPE[run.rope.name] if run.model.geometry.is_plain else "longrope"
+    assert rope_parameters["rope_type"] == expected
     if run.rope.name == "dprope":
         k = run.rope.num_interpolated_dims
-        assert 2 * sum(f > 1 for f in rope_parameters["short_factor"]) == k
+        own = run.model.geometry.pretraining_divisors().tolist()  # the model's own divisors (1 if plain)
+        assert (
+            2 * sum(f / o > 1 + 1e-9 for f, o in zip(rope_parameters["short_factor"], own, strict=True)) == k
+        )
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -169,3 +191,88 @@ def test_preset_runs_one_tiny_step(name, tmp_path, data_cache):
     (record,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert record["step"] == 1 and math.isfinite(record["loss"])
     check_export(json.loads((tmp_path / "hf" / "config.json").read_text())["rope_parameters"], run)
+
+
+# the family experiments: factor, sequence length, global batch, SP size, per-pair-argmin k
+FAMILY_EXPERIMENTS = {
+    "llama3_8b": {
+        "32k": (4.0, 32768, 32, 2, 104),
+        "64k": (8.0, 65536, 16, 4, 110),
+        "128k": (16.0, 131072, 8, 8, 104),
+    },
+    "qwen2_5_7b": {"64k": (2.0, 65536, 16, 4, 104), "128k": (4.0, 131072, 8, 4, 106)},
+    "mistral_7b_v0_3": {"64k": (2.0, 65536, 16, 4, 104), "128k": (4.0, 131072, 8, 8, 106)},
+    "llama3_1_8b": {"256k": (2.0, 262144, 8, 8, 112)},
+}
+
+
+def test_the_family_experiments_are_all_there():
+    from dprope.train.long_context import ulysses_splits
+
+    names = [
+        f"{m}_{c}_{method}"
+        for m, runs in FAMILY_EXPERIMENTS.items()
+        for c in runs
+        for method in ("pi", "yarn", "ours")
+    ]
+    assert set(names) <= set(PRESETS)
+    for model, runs in FAMILY_EXPERIMENTS.items():
+        for context, (factor, length, batch, sp, k) in runs.items():
+            for method in ("pi", "yarn", "ours"):
+                name = f"{model}_{context}_{method}"
+                cfg = compose_preset(name, [])
+                run = RunConfig.from_config(cfg)
+                assert preset_model_option(name) == model
+                assert (run.rope.factor, run.data.max_length) == (factor, length)
+                assert run.model.geometry.target_length(factor) == length  # s x L is the sequence length
+                assert (run.trainer.global_batch_size, run.trainer.sequence_parallel_size) == (batch, sp)
+                heads, kv = run.model.num_attention_heads, run.model.num_key_value_heads
+                assert ulysses_splits(heads, kv, sp) and run.trainer.tiled_compute
+                assert run.trainer.accumulation_steps(8) % sp == 0
+                assert length // sp <= 32768  # tokens of a sequence on one GPU
+                steps = run.trainer.steps
+                assert steps * batch * length == 524_288_000  # the 16k setting's token budget
+                head = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text().splitlines()[:5]
+                assert any(f"+experiment={name}" in line for line in head)
+                assert any(f"{steps} steps x {batch} sequences x {length}" in line for line in head)
+                if method == "ours":
+                    assert run.rope.num_interpolated_dims == k
+
+
+@pytest.mark.slow
+def test_family_experiments_k_is_the_per_pair_argmin():
+    from dprope.rope.registry import default_config
+    from tests.families import preset_model
+
+    for model, runs in FAMILY_EXPERIMENTS.items():
+        for factor, *_, k in runs.values():
+            scaling = preset_model(model).scaling(default_config("dprope", factor))
+            assert scaling.details["num_interpolated_dims"] == k, (model, factor)
+
+
+def test_the_official_qwen2_5_recipe_is_yarn_x4_from_32k(tmp_path):
+    """The named baseline composes for evaluation and gives the frequencies transformers computes
+    for the model card's rope_scaling (factor 4, original_max_position_embeddings 32768)."""
+    import torch
+    from transformers import Qwen2Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from dprope.eval.job import EvalJob
+    from dprope.model import apply_rope
+
+    cfg = compose_config("evaluate", ["+experiment=qwen2_5_7b_128k_official"])
+    job = EvalJob.from_config(cfg)
+    assert job.model.name == "qwen2.5-7b-yarn-official" and job.model.pretrained == "Qwen/Qwen2.5-7B"
+    official = Qwen2Config(
+        hidden_size=3584, num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=131072,
+        rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
+        rope_theta=1e6,
+    )  # fmt: skip
+    ours = Qwen2Config(
+        hidden_size=3584, num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=131072,
+        rope_theta=1e6,
+    )  # fmt: skip
+    scaling = apply_rope(ours, job.rope, job.model)
+    assert ours.max_position_embeddings == 131072
+    theirs, attention = ROPE_INIT_FUNCTIONS["yarn"](official, "cpu")
+    assert torch.equal(scaling.inv_freq, theirs) and scaling.attention_factor == pytest.approx(attention)

@@ -20,9 +20,6 @@ class LongBenchConfig:
         None  # prompt tokens kept; null = 1000 x (context / 1024) - reserve_tokens (official model2maxlen)
     )
     reserve_tokens: int = 500  # the official budget's margin (3500 of a 4k context)
-    chat_template: bool = (
-        False  # wrap prompts in the tokenizer's chat template (chat models; official build_chat)
-    )
     classification_fix: bool = (
         False  # trec: remove every class contained in the reference (official loop skips some)
     )

@@ -19,6 +19,7 @@ from dprope.config import ConfigError, first_line
 from dprope.eval.benchmarks.longbench_e.config import LongBenchConfig
 from dprope.eval.benchmarks.longbench_e.scoring import read_predictions
 from dprope.eval.benchmarks.longbench_e.tasks import NO_CHAT_TEMPLATE, TASKS, LongBenchTask
+from dprope.eval.chat import chat_ids
 from dprope.eval.common import EvalContext, check_length
 from dprope.inputs import read_text
 
@@ -105,21 +106,13 @@ def prompt_budget(cfg: LongBenchConfig, ctx: EvalContext) -> int:
     return cfg.max_length or ctx.max_positions * 1000 // 1024 - cfg.reserve_tokens
 
 
-def chat_prompt(tokenizer, text: str) -> list[int]:
-    """``text`` as the user turn of the tokenizer's chat template, ready for the answer."""
-    wrapped = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-    )
-    return list(tokenizer(wrapped, add_special_tokens=False)["input_ids"])
-
-
 def prompt_ids(task: LongBenchTask, tokenizer, prompt: str, budget: int, chat: bool) -> list[int]:
     """Token ids of a prompt cut to ``budget`` in the middle; with ``chat`` (and a task the official
     code wraps), the cut text is then wrapped in the chat template, as the official pred.py does."""
     if not (chat and task.name not in NO_CHAT_TEMPLATE):
         return middle_truncate(list(tokenizer(prompt, add_special_tokens=True)["input_ids"]), budget)
     ids = middle_truncate(list(tokenizer(prompt, add_special_tokens=False)["input_ids"]), budget)
-    return chat_prompt(tokenizer, tokenizer.decode(ids))
+    return chat_ids(tokenizer, tokenizer.decode(ids))
 
 
 def build_samples(
@@ -155,13 +148,11 @@ def prepare_longbench(cfg: LongBenchConfig, tokenizer, ctx: EvalContext | None) 
             "eval.longbench_e.reserve_tokens",
             f"leaves no prompt budget ({budget}) for a context of {ctx.max_positions}; lower it or set max_length",
         )
-    if cfg.chat_template and getattr(tokenizer, "chat_template", None) is None:
-        raise ConfigError("eval.longbench_e.chat_template", "the tokenizer has no chat template")
     prepared = {}
     for name in cfg.datasets:
         task = TASKS[name]
         if budget + new_tokens(cfg, task) > ctx.max_positions and not ctx.allow_beyond_max_position:
             check_length("eval.longbench_e.max_length", budget + new_tokens(cfg, task), ctx)
         records = read_local(cfg.data_dir, name) if cfg.data_dir else read_hub(name)
-        prepared[name] = build_samples(records[: cfg.max_samples], task, tokenizer, budget, cfg.chat_template)
+        prepared[name] = build_samples(records[: cfg.max_samples], task, tokenizer, budget, ctx.chat_template)
     return prepared

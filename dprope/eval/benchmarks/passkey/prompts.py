@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from dprope.config import ConfigError
 from dprope.eval.benchmarks.passkey.config import PasskeyConfig, default_lengths
+from dprope.eval.chat import encode_prompt
 from dprope.eval.common import EvalContext, check_length
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,15 @@ def prompt_text(key: str, before: int, after: int) -> str:
 class PasskeyPromptBuilder:
     """Prompts of a target token length for one tokenizer (see the module docstring)."""
 
-    def __init__(self, tokenizer, sizing: str = "original", step: int = 128):
+    def __init__(self, tokenizer, sizing: str = "original", step: int = 128, chat: bool = False):
         self.tokenizer = tokenizer
         self.strict = sizing == "original"  # original: prompts strictly under T; exact: within T
         self.step = step if self.strict else 1  # characters a prompt loses while it is too long
         self.shortened = 0  # drawn prompts that had to lose filler to fit
+        self.chat = chat  # wrapped in the chat template (eval.chat_template), counted in the length
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        return encode_prompt(self.tokenizer, text, self.chat)
 
     def fits(self, tokens: int, length: int) -> bool:
         return tokens < length if self.strict else tokens <= length
@@ -173,7 +175,7 @@ def prepare_passkey(cfg: PasskeyConfig, tokenizer, ctx: EvalContext) -> list[Pas
     lengths = passkey_lengths(cfg, ctx)
     for length in lengths:
         check_length("eval.passkey.lengths", length, ctx)
-    builder = PasskeyPromptBuilder(tokenizer, cfg.sizing, cfg.length_step)
+    builder = PasskeyPromptBuilder(tokenizer, cfg.sizing, cfg.length_step, ctx.chat_template)
     rng = random.Random(ctx.seed)
     if cfg.sampling == "random":
         sizes = builder.random_chars(lengths, rng)

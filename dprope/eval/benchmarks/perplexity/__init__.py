@@ -5,6 +5,8 @@ the lengths, stride and documents in `data`. Figure: ``perplexity.png`` (log sca
 
 from __future__ import annotations
 
+import logging
+
 from tqdm.auto import tqdm
 
 from dprope.eval.benchmark import Benchmark, Display, Inputs
@@ -12,6 +14,8 @@ from dprope.eval.benchmarks.perplexity.config import PerplexityConfig
 from dprope.eval.benchmarks.perplexity.data import PerplexityData, read_documents
 from dprope.eval.benchmarks.perplexity.windows import count_windows, perplexity
 from dprope.eval.common import BenchmarkResult, EvalContext, markdown_table
+
+log = logging.getLogger(__name__)
 
 
 def prepare(cfg: PerplexityConfig, inputs: Inputs) -> PerplexityData:
@@ -61,7 +65,10 @@ def run_perplexity(
         [[s.length, s.perplexity, s.tokens, s.windows, s.documents] for s in scores],
         3,
     )
+    if ctx.chat_template:
+        log.info("perplexity: eval.chat_template does not apply (whole documents are scored, no prompt)")
     details = {
+        "chat_template": "not applied: whole documents are scored, no prompt" if ctx.chat_template else False,
         "mode": cfg.mode,
         "aggregate": cfg.aggregate,
         "bos_every_window": data.bos is not None,

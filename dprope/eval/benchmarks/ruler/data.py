@@ -18,6 +18,7 @@ from dprope.config import ConfigError
 from dprope.eval.benchmarks.ruler.config import QA_FILES, RulerConfig
 from dprope.eval.benchmarks.ruler.sources import read_hotpotqa, read_squad, read_words, words_from_data
 from dprope.eval.benchmarks.ruler.tasks import TASKS, Materials, Slot
+from dprope.eval.chat import encode_prompt
 from dprope.eval.common import EvalContext, check_length
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,16 @@ def load_materials(cfg: RulerConfig, tokenizer, data=None) -> tuple[Materials, d
 
 
 def build_samples(
-    task_name: str, length: int, cfg: RulerConfig, tokenizer, seed: int, materials: Materials
+    task_name: str,
+    length: int,
+    cfg: RulerConfig,
+    tokenizer,
+    seed: int,
+    materials: Materials,
+    chat: bool = False,
 ) -> list[RulerSample]:
-    """``cfg.num_samples`` prompts of ``task_name`` fitted to ``length``, drawn from ``seed``."""
+    """``cfg.num_samples`` prompts of ``task_name`` fitted to ``length``, drawn from ``seed``
+    (with ``chat``, wrapped in the chat template and fitted with it)."""
     task = TASKS[task_name]
     budget = length - cfg.new_tokens(task_name)
 
@@ -104,7 +112,7 @@ def build_samples(
 
     def render(sample_seed: str, units: int, slot: Slot) -> tuple[list[int], list[str]]:
         text, answers = task.prompt(random.Random(sample_seed), units, slot, materials)
-        return list(tokenizer(text, add_special_tokens=True)["input_ids"]), answers
+        return encode_prompt(tokenizer, text, chat), answers
 
     probe = Slot(length, budget, 0)
     size = task.search(lambda n: len(render(f"{seed}-{task_name}-{length}-search", n, probe)[0]), probe)
@@ -138,6 +146,6 @@ def prepare_ruler(cfg: RulerConfig, tokenizer, ctx: EvalContext, data=None) -> R
         s
         for task in tasks
         for length in cfg.lengths
-        for s in build_samples(task, length, cfg, tokenizer, ctx.seed, materials)
+        for s in build_samples(task, length, cfg, tokenizer, ctx.seed, materials, ctx.chat_template)
     ]
     return RulerData(samples, tasks, skipped)
