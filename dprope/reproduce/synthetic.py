@@ -1,6 +1,6 @@
 """A long-range task for a small model: a passkey in filler, seeded.
 
-The passkey test of the paper (Mohtashami and Jaggi 2023, method-notes section 7) hides a
+The passkey test of the paper (Mohtashami and Jaggi 2023; docs/method-notes.md, section 7) hides a
 five-digit key in filler and asks for it at the end; its 150-character task description alone
 exceeds the CPU preset's pre-training context (L = 128), and a five-digit key needs the model to
 copy five tokens in order. This layout keeps what the test measures, finding a key far back in
