@@ -15,11 +15,54 @@ from typing import Any
 from dprope.config import ConfigError, from_mapping
 from dprope.data.config import DataConfig, data_config
 from dprope.model import ModelConfig
+from dprope.reproduce.synthetic import overhead_chars
 from dprope.rope.registry import STRATEGIES, DPRoPEConfig, RopeConfig, default_config
+from dprope.train.attention import ATTENTION_MODES
 from dprope.train.config import TrainerConfig
 
 TRAINING_FREE = ["none", "pi", "ntk", "yarn", "dprope", "llama3"]  # the paper's Table 10 rows, plus llama3
-FINE_TUNED = ["pi", "yarn", "dprope"]  # the paper's fine-tuned methods
+FINE_TUNED = ["none", "pi", "yarn", "dprope"]  # the paper's fine-tuned methods and the `none` control
+ATTENTION_STRATEGIES = ["dprope", "yarn"]  # fine-tuned again under each of ATTENTION_STAGE_MODES
+ATTENTION_STAGE_MODES = ["document", "anchor"]  # beside the causal fine-tuning of the same strategy
+
+
+@dataclass
+class SyntheticConfig:
+    """The passkey documents mixed into the training corpus (`dprope.reproduce.corpus`)."""
+
+    share: float = 0.5  # share of the training split's bytes that are synthetic; 0 = the corpus alone
+    key_length: int = 2  # characters of a key: digit, upper-case letter, digit, ... (exact match of all)
+    piece_chars: int = 2048  # corpus documents cut at line ends into pieces of at most this many characters
+    seed: int = 0  # the generator of the synthetic documents (the evaluation prompts have their own)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.share < 1:
+            raise ConfigError("share", f"must be in [0, 1) (got {self.share})")
+        if self.piece_chars < 1:
+            raise ConfigError("piece_chars", f"must be positive (got {self.piece_chars})")
+        if self.key_length < 1:
+            raise ConfigError("key_length", f"must be positive (got {self.key_length})")
+
+
+@dataclass
+class RetrievalConfig:
+    """Retrieval accuracy at L, 2L and s x L (`dprope.reproduce.retrieval`)."""
+
+    depths: list[float] = field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0]
+    )  # share of the filler before the key line
+    trials: int = 20  # prompts (keys) per (length, depth) cell
+    seed: int = 1234  # the prompts' keys: the same for every strategy and seed
+
+    def __post_init__(self) -> None:
+        if (
+            not self.depths
+            or any(not 0 <= d <= 1 for d in self.depths)
+            or len(set(self.depths)) != len(self.depths)
+        ):
+            raise ConfigError("depths", f"must be distinct fractions in [0, 1] (got {self.depths})")
+        if self.trials < 1:
+            raise ConfigError("trials", f"must be positive (got {self.trials})")
 
 
 @dataclass
@@ -27,7 +70,7 @@ class PretrainConfig:
     """Stage a: a Llama-family model trained from scratch at the short context L."""
 
     length: int | None = (
-        None  # L, tokens per pre-training sequence; null = model.original_max_position_embeddings
+        None  # L, tokens per pre-training sequence (room for a passkey document); null = model.original_max_position_embeddings
     )
     steps: int = 300  # optimizer steps
     global_batch_size: int = 16  # sequences per step
@@ -36,8 +79,6 @@ class PretrainConfig:
     warmup_steps: int = 20  # linear warmup
 
     def __post_init__(self) -> None:
-        if self.length is not None and self.length < 4:
-            raise ConfigError("length", f"must be >= 4 (got {self.length})")
         if self.steps <= 0:
             raise ConfigError("steps", f"must be positive (got {self.steps})")
 
@@ -69,11 +110,48 @@ class MeasureConfig:
     documents: int = 16  # documents of at least s x L tokens, in source order
     document_tokens: int | None = None  # each document cut to this many tokens; null = 2 x s x L
     stride: int | None = None  # sliding-window stride of the perplexity; null = L / 2
-    batch_size: int = 8  # windows per forward pass
+    batch_size: int = 8  # windows (or retrieval prompts) per forward pass
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def __post_init__(self) -> None:
         _check_strategies("training_free", self.training_free)
         for name in ("documents", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be positive (got {getattr(self, name)})")
+
+
+@dataclass
+class AttentionStageConfig:
+    """Stage e: strategies fine-tuned again with document-masked and AnchorAttention training
+    (``trainer.attention``), the same tokens as their causal fine-tuning; [] skips the stage."""
+
+    strategies: list[str] = field(
+        default_factory=lambda: list(ATTENTION_STRATEGIES)
+    )  # among finetune.strategies
+    modes: list[str] = field(default_factory=lambda: list(ATTENTION_STAGE_MODES))  # document | anchor
+
+    def __post_init__(self) -> None:
+        if self.strategies:
+            _check_strategies("strategies", self.strategies)
+        masked = [m for m in ATTENTION_MODES if m != "causal"]
+        if any(m not in masked for m in self.modes) or len(set(self.modes)) != len(self.modes):
+            raise ConfigError("modes", f"must be distinct modes of {', '.join(masked)} (got {self.modes})")
+
+
+@dataclass
+class PrecisionStageConfig:
+    """Stage g: the RoPE shift analysis (`dprope.rope.precision_analysis`) on each seed's
+    pre-trained model and, for reference, on a random init of the same architecture."""
+
+    enabled: bool = True  # false skips the stage
+    length: int | None = None  # tokens of the input; null = s x L
+    shift: int = 4096  # constant added to every position id in the shifted run
+    buckets: int = 8  # query-position buckets of the table
+
+    def __post_init__(self) -> None:
+        if self.length is not None and self.length < 2:
+            raise ConfigError("length", f"must be >= 2 or null (got {self.length})")
+        for name in ("shift", "buckets"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be positive (got {getattr(self, name)})")
 
@@ -85,13 +163,16 @@ class ReproduceConfig:
     )
     factor: float = 4.0  # s: target length s x L
     seeds: list[int] = field(
-        default_factory=lambda: [0, 1, 2]
-    )  # each seed pre-trains (own random init) and fine-tunes anew
+        default_factory=lambda: [0, 1, 2, 3]
+    )  # each seed pre-trains one model (own random init) that all its strategies share
     num_intervals: int = 360  # B of the disturbance table and of the DPRoPE selection
     num_interpolated_dims: int | None = None  # DPRoPE's k; null = the per-pair argmin (threshold 0)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    attention: AttentionStageConfig = field(default_factory=AttentionStageConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    precision: PrecisionStageConfig = field(default_factory=PrecisionStageConfig)
 
     def __post_init__(self) -> None:
         if not self.factor >= 1:
@@ -146,8 +227,12 @@ class Reproduction:
                 f"{length} exceeds the model preset's {model.original_max_position_embeddings} positions "
                 f"(model.original_max_position_embeddings of '{model.name}')",
             )
-        if length < 4:
-            raise ConfigError("reproduce.pretrain.length", f"must be >= 4 (got {length})")
+        shortest = overhead_chars(cfg.synthetic.key_length) + 2
+        if length < shortest:
+            raise ConfigError(
+                "reproduce.pretrain.length",
+                f"must be >= {shortest} to hold a passkey document with BOS and EOS (got {length})",
+            )
         if cfg.factor * length != self.target_length:
             raise ConfigError(
                 "reproduce.factor", f"s x L must be a whole number of tokens (got {cfg.factor} x {length})"
@@ -174,6 +259,16 @@ class Reproduction:
             )
         if cfg.num_intervals < 1:
             raise ConfigError("reproduce.num_intervals", f"must be >= 1 (got {cfg.num_intervals})")
+        missing = [s for s in cfg.attention.strategies if s not in cfg.finetune.strategies]
+        if missing and cfg.attention.modes:
+            raise ConfigError(
+                "reproduce.attention.strategies",
+                f"{', '.join(missing)} not in reproduce.finetune.strategies (the causal fine-tuning they are compared with)",
+            )
+        if cfg.attention.strategies and cfg.attention.modes and not self.data.add_bos:
+            raise ConfigError(
+                "data.add_bos", "reproduce.attention needs documents packed with a BOS token (the anchor)"
+            )
         # every strategy must be buildable for this geometry: errors surface now, not at stage d
         for name in sorted({*cfg.measure.training_free, *cfg.finetune.strategies}):
             try:
@@ -209,6 +304,22 @@ class Reproduction:
     def finetune_steps(self) -> int:
         ft = self.reproduce.finetune
         return ft.tokens // (ft.global_batch_size * self.target_length)
+
+    def training_data(self, corpus: str, max_length: int) -> DataConfig:
+        """The data preset turned into the mixed corpus file (`dprope.reproduce.corpus`), packed
+        into ``max_length``-token sequences; separators, seed and threads stay the preset's."""
+        return dataclasses.replace(
+            self.data,
+            name=f"{self.data.name}-passkey",
+            source="files",
+            hub_id=None,
+            hub_config=None,
+            revision=None,
+            paths={self.data.train_split: [corpus]},
+            text_field="text",
+            max_documents=None,  # applied when the corpus was written
+            max_length=max_length,
+        )
 
     def rope(self, name: str) -> RopeConfig:
         """A strategy at factor s with its default parameters (DPRoPE with the run's B and k)."""

@@ -1,5 +1,5 @@
-"""Figures of the reproduction: perplexity by length, loss by position (L marked), and
-disturbance against perplexity at s x L across strategies."""
+"""Figures of the reproduction: perplexity by length, loss by position (L marked), disturbance
+against perplexity at s x L across strategies, and the retrieval heatmaps (depth x length)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from dprope.figures import pyplot, save_figure
 from dprope.reproduce.config import Reproduction
-from dprope.reproduce.report import mean_std
+from dprope.reproduce.results import mean_grid, mean_std, seed_values
 
 KINDS = (("free", "training-free"), ("tuned", "fine-tuned"))
 
@@ -34,9 +34,9 @@ def plot_ppl_by_length(repro: Reproduction, results: dict[str, Any], path: Path)
     for ax, (kind, title) in zip(axes, KINDS, strict=True):
         for name, entry in results[kind].items():
             points = [
-                (n, *mean_std(entry["perplexity"][str(n)]))
+                (n, *mean_std(seed_values(entry, ("perplexity", str(n)))))
                 for n in repro.lengths
-                if entry["perplexity"][str(n)]
+                if entry["by_seed"]
             ]
             if points:
                 ax.errorbar(
@@ -84,9 +84,9 @@ def plot_disturbance_vs_perplexity(repro: Reproduction, results: dict[str, Any],
     for (kind, title), marker in zip(KINDS, ("o", "^"), strict=True):
         xs, ys, names = [], [], []
         for name, entry in results[kind].items():
-            if name in results["disturbance"] and entry["perplexity"][target]:
+            if name in results["disturbance"] and entry["by_seed"]:
                 xs.append(results["disturbance"][name])
-                ys.append(mean_std(entry["perplexity"][target])[0])
+                ys.append(mean_std(seed_values(entry, ("perplexity", target)))[0])
                 names.append(name)
         ax.scatter(xs, ys, marker=marker, label=title)
         for x, y, name in zip(xs, ys, names, strict=True):
@@ -99,12 +99,63 @@ def plot_disturbance_vs_perplexity(repro: Reproduction, results: dict[str, Any],
     return save_figure(fig, path)
 
 
+def plot_retrieval_heatmap(repro: Reproduction, results: dict[str, Any], path: Path) -> Path:
+    """One panel per (setting, strategy): exact-match accuracy by depth (rows) and length
+    (columns), mean over seeds."""
+    plt = pyplot()
+    depths = [f"{d:g}" for d in repro.reproduce.measure.retrieval.depths]
+    lengths = [str(n) for n in repro.lengths]
+    panels = [
+        (title, name, entry)
+        for kind, title in KINDS
+        for name, entry in results[kind].items()
+        if entry["by_seed"]
+    ]
+    columns = min(6, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.3 * columns + 1, 2.4 * rows), squeeze=False, layout="constrained"
+    )
+    image = None
+    for ax, (title, name, entry) in zip(axes.flat, panels, strict=False):
+        grid = mean_grid(entry)
+        cells = [[100 * grid[n][d] for n in lengths] for d in depths]
+        image = ax.imshow(cells, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(lengths)), labels=lengths, fontsize=7)
+        ax.set_yticks(range(len(depths)), labels=depths, fontsize=7)
+        ax.set_title(f"{name} ({title})", fontsize=8)
+        for i, row in enumerate(cells):
+            for j, v in enumerate(row):
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v < 60 else "black",
+                )
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("depth of the key", fontsize=8)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("prompt length", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="exact match (%)")
+    fig.suptitle("passkey retrieval, mean over seeds", fontsize=9)
+    fig.savefig(path, dpi=120)  # constrained layout (with the shared colour bar), not save_figure's tight one
+    plt.close(fig)
+    return path
+
+
 def write_figures(repro: Reproduction, results: dict[str, Any], root: Path) -> list[Path]:
-    """The three figures, once at least one model has been measured (none before)."""
+    """The four figures, once at least one model has been measured (none before)."""
     if not any(entry["curves"] for kind, _ in KINDS for entry in results[kind].values()):
         return []
     return [
         plot_ppl_by_length(repro, results, root / "ppl_by_length.png"),
         plot_loss_by_position(repro, results, root / "loss_by_position.png"),
         plot_disturbance_vs_perplexity(repro, results, root / "disturbance_vs_perplexity.png"),
+        plot_retrieval_heatmap(repro, results, root / "retrieval_heatmap.png"),
     ]
