@@ -18,7 +18,13 @@ import torch
 from dprope.config import ConfigError
 from dprope.train import checkpoint
 from dprope.train.checkpoint import MANIFEST, checkpoint_root
-from dprope.train.safe_load import UnsafeCheckpointError, safe_load, safe_loading, unsafe_globals
+from dprope.train.safe_load import (
+    UnsafeCheckpointError,
+    safe_globals,
+    safe_load,
+    safe_loading,
+    unsafe_globals,
+)
 from tests.train.conftest import read_metrics, run_train, small_run
 
 
@@ -78,11 +84,17 @@ def test_loads_nest_and_leave_the_processs_allow_list_as_it_was(tmp_path):
     torch.save({"zero_stage": ZeroStageEnum.weights}, tmp_path / "optimizer_state.pt")
     checkpoint._save_rng(tmp_path / "rng_rank0.pt")
     before = list(torch.serialization.get_safe_globals())
+    ours = [g for g in safe_globals() if g not in before]  # what the blocks add
+    assert ours
     with safe_loading():
         safe_load(tmp_path / "rng_rank0.pt")
         loaded = torch.load(tmp_path / "optimizer_state.pt", weights_only=False)  # forced weights-only
     assert loaded["zero_stage"] is ZeroStageEnum.weights
-    assert torch.serialization.get_safe_globals() == before
+    after = torch.serialization.get_safe_globals()
+    # torch modules imported during the block may register globals of their own (process-wide,
+    # not ours); none of the blocks' own allow-list outlives them, and nothing there before is lost
+    assert not [g for g in ours if g in after]
+    assert all(g in after for g in before)
 
 
 def test_a_checkpoint_naming_code_is_refused_before_anything_is_unpickled(tmp_path):
